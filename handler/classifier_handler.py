@@ -1,0 +1,92 @@
+"""TorchServe handler: decode request images, classify them with the scripted Predictor, answer top-k."""
+
+import logging
+import os
+import warnings
+from typing import Any, Dict, List
+
+import torch
+from handler_settings import HandlerSettings
+from image_decoding import decode_image
+from request_errors import RequestError
+from request_payload import image_bytes
+
+logger = logging.getLogger(__name__)
+
+
+class ClassifierHandler:
+    """Loads the exported .pt once; all preprocessing and the softmax live inside it."""
+
+    def __init__(self) -> None:
+        self.model: torch.jit.ScriptModule | None = None
+        self.device = torch.device("cpu")
+        self.settings = HandlerSettings()
+        self.class_names: List[str] = []
+        self.topk = 1
+        self.decode_min_side: int | None = None
+        self.initialized = False
+
+    def initialize(self, context: Any) -> None:
+        properties = context.system_properties
+        model_config = getattr(context, "model_yaml_config", None) or {}
+        self.settings = HandlerSettings.from_model_config(model_config)
+        threads = self.settings.torch_threads(int(model_config.get("minWorkers", 1)))
+        torch.set_num_threads(threads)
+        gpu_id = properties.get("gpu_id")
+        if gpu_id is not None and torch.cuda.is_available():
+            self.device = torch.device(f"cuda:{gpu_id}")
+        model_path = os.path.join(properties["model_dir"], context.manifest["model"]["serializedFile"])
+        with warnings.catch_warnings():
+            # TorchScript is deprecated upstream but supported in the pinned torch; it is our format.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+            self.model = torch.jit.load(model_path, map_location=self.device).eval()
+        self.class_names = list(self.model.class_names)
+        self.topk = min(self.settings.topk, len(self.class_names))
+        # JPEGs are decoded at reduced scale, but never below twice the Predictor's own resize.
+        self.decode_min_side = 2 * int(self.model.resize_size)
+        self.initialized = True
+        logger.info(
+            "loaded %s: %d classes, top-%d, %d torch threads, device %s",
+            model_path,
+            len(self.class_names),
+            self.topk,
+            threads,
+            self.device,
+        )
+
+    def handle(self, data: List[Dict[str, Any]], context: Any) -> List[Any]:
+        """Answer every request of the batch; a bad one gets its own 4xx, the others their top-k."""
+        assert self.model is not None, "initialize() must run before handle()"
+        responses: List[Any] = [None] * len(data)
+        images, positions = [], []
+        for idx, request in enumerate(data):
+            try:
+                payload = image_bytes(request, _content_type(context, idx))
+                image = decode_image(payload, self.settings.max_image_pixels, self.decode_min_side)
+                images.append(self.model.preprocess(image.to(self.device)))
+                positions.append(idx)
+            except RequestError as error:
+                responses[idx] = self._refuse(context, idx, error)
+        if images:
+            probabilities = self.model.classify(torch.stack(images)).cpu()
+            top_p, top_i = probabilities.topk(self.topk, dim=1)
+            for row, idx in enumerate(positions):
+                responses[idx] = {
+                    self.class_names[i]: p for p, i in zip(top_p[row].tolist(), top_i[row].tolist(), strict=True)
+                }
+        return responses
+
+    @staticmethod
+    def _refuse(context: Any, idx: int, error: RequestError) -> Dict[str, Any]:
+        body = error.to_json()
+        logger.info("request %d refused: %d %s: %s", idx, error.status, body["type"], body["message"])
+        # The reason phrase goes on the HTTP status line: one short printable ASCII line.
+        phrase = "".join(c if " " <= c <= "~" else "?" for c in body["message"])[:200]
+        context.set_response_status(error.status, phrase, idx)
+        context.set_response_content_type(idx, "application/json")
+        return body
+
+
+def _content_type(context: Any, idx: int) -> str:
+    headers = context.get_all_request_header(idx) or {}
+    return next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")

@@ -1,0 +1,106 @@
+"""Decode encoded image bytes to an RGB uint8 (3, H, W) tensor, or raise a typed request error."""
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from request_errors import ImageTooLarge, InvalidImage
+
+# Formats decoded; restricting Pillow to them keeps decoders such as EPS (Ghostscript) unreachable.
+# Pillow's JPEG opener also returns the multi-picture JPEGs (format "MPO") that phone cameras write.
+SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+SUPPORTED_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF"
+# About a 40-megapixel photo: more than any phone camera writes, well under what would hurt a worker.
+DEFAULT_MAX_PIXELS = 40_000_000
+# Wider than this and the Predictor's resize of the short side would make a huge strip.
+MAX_ASPECT_RATIO = 200
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> torch.Tensor:
+    """Decode `data` to an upright RGB uint8 tensor shaped (3, H, W).
+
+    The pixel limit is checked on the header, before any pixel is decoded. With `min_side`, a JPEG
+    is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides at least that long.
+    Raises InvalidImage or ImageTooLarge; nothing else for bad input.
+    """
+    if not data:
+        raise InvalidImage("empty body: no image bytes received")
+    try:
+        with warnings.catch_warnings():
+            # Our own limit, checked below, is lower than Pillow's bomb warning threshold.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"image declares too many pixels ({e}); limit is {max_pixels}") from None
+    except UnidentifiedImageError:
+        known = _guess_format(data)
+        if known != "image":
+            raise InvalidImage(f"damaged {known} header: not identifiable") from None
+        raise InvalidImage(
+            f"not a decodable image (first bytes {data[:4].hex(' ')}); supported: {SUPPORTED_NAMES}"
+        ) from None
+    except Exception as e:  # Pillow's header parsers raise assorted types on damaged files
+        raise InvalidImage(f"damaged {_guess_format(data)} header: {e}") from None
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise InvalidImage(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise InvalidImage(f"image is {width}x{height}; aspect ratios beyond {MAX_ASPECT_RATIO}:1 are refused")
+    try:
+        if min_side is not None and image.format in ("JPEG", "MPO"):
+            _draft_jpeg(image, min_side)
+        image.load()
+        image = _upright(image)
+        rgb = _to_rgb(image)
+    except (ImageTooLarge, InvalidImage):
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:  # truncated or corrupt pixel data
+        raise InvalidImage(f"damaged {image.format} image {width}x{height}: {e}") from None
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def _guess_format(data: bytes) -> str:
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    return "image"
+
+
+def _draft_jpeg(image: Image.Image, min_side: int) -> None:
+    """Let libjpeg scale down while decoding; draft() keeps both sides >= the requested ones."""
+    width, height = image.size
+    scale = min_side / min(width, height)
+    if scale < 0.5:  # only worth it when libjpeg can at least halve the image
+        image.draft("RGB", (max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5))))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a missing, odd or unreadable tag leaves the image as it is."""
+    try:
+        orientation = image.getexif().get(0x0112)
+    except Exception:
+        return image
+    if orientation not in (2, 3, 4, 5, 6, 7, 8):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode to 8-bit RGB. Alpha is dropped, as torchvision's ImageFolder loader does."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit (and 32-bit integer) grayscale: Pillow's convert() would clip, not scale.
+        values = np.asarray(image, dtype=np.int64)
+        shift = 8 if values.max(initial=0) > 255 else 0
+        image = Image.fromarray(np.clip(values >> shift, 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        peak = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0
+        image = Image.fromarray(np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8))
+    return image if image.mode == "RGB" else image.convert("RGB")

@@ -1,0 +1,30 @@
+"""Request errors of the serving side, each with its HTTP status: the one place that maps them."""
+
+from typing import Dict
+
+
+class RequestError(Exception):
+    """A request the handler refuses; it fails alone, with `status` and a JSON body."""
+
+    status = 400
+
+    def to_json(self) -> Dict[str, int | str]:
+        return {"code": self.status, "type": type(self).__name__, "message": str(self)}
+
+
+class InvalidRequest(RequestError):
+    """The request carries no usable image field (bad JSON, no `data`, bad base64, no file part)."""
+
+    status = 400
+
+
+class InvalidImage(RequestError):
+    """The bytes are not an image this handler decodes, or the image is damaged."""
+
+    status = 400
+
+
+class ImageTooLarge(RequestError):
+    """The image header declares more pixels than the configured limit."""
+
+    status = 413

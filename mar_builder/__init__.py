@@ -1,0 +1,1 @@
+"""Build side: export an image classifier to a standalone TorchScript Predictor and pack it as a TorchServe .mar."""

@@ -1,0 +1,74 @@
+"""Pack an exported Predictor and the handler into model_store/<name>.mar with torch-model-archiver."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import List
+
+import yaml
+
+from .errors import ExportError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HANDLER_DIR = REPO_ROOT / "handler"
+HANDLER_FILE = "classifier_handler.py"
+MODEL_CONFIG_FILE = "model-config.yaml"
+
+
+def handler_extra_files(handler_dir: Path = HANDLER_DIR) -> List[Path]:
+    """Every module the handler imports: all Python files beside it in handler/."""
+    return sorted(p for p in handler_dir.glob("*.py") if p.name != HANDLER_FILE)
+
+
+def write_model_config(destination: Path, topk: int, template: Path = HANDLER_DIR / MODEL_CONFIG_FILE) -> None:
+    """The archived model-config.yaml: the template with this build's handler settings."""
+    config = yaml.safe_load(template.read_text())
+    config.setdefault("handler", {})["topk"] = topk
+    header = "# Written by build_mar.sh from handler/model-config.yaml; see the comments there.\n"
+    destination.write_text(header + yaml.safe_dump(config, sort_keys=False))
+
+
+def archiver_command() -> List[str]:
+    beside_python = Path(sys.executable).parent / "torch-model-archiver"
+    found = str(beside_python) if beside_python.exists() else shutil.which("torch-model-archiver")
+    if found is None:
+        raise ExportError(
+            "torch-model-archiver not found; run `make venv` or `pip install torch-model-archiver==0.12.0`"
+        )
+    return [found]
+
+
+def pack_archive(pt_path: Path, name: str, version: str, model_store: Path, topk: int) -> Path:
+    """Write model_store/<name>.mar, replacing an older one only once the new one is complete."""
+    model_store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=model_store) as tmp:
+        config = Path(tmp) / MODEL_CONFIG_FILE
+        write_model_config(config, topk)
+        command = archiver_command() + [
+            "--model-name",
+            name,
+            "--version",
+            version,
+            "--serialized-file",
+            str(pt_path),
+            "--handler",
+            str(HANDLER_DIR / HANDLER_FILE),
+            "--extra-files",
+            ",".join(str(p) for p in handler_extra_files()),
+            "--config-file",
+            str(config),
+            "--export-path",
+            tmp,
+            "--force",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True)
+        built = Path(tmp) / f"{name}.mar"
+        if result.returncode != 0 or not built.exists():
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise ExportError(f"torch-model-archiver failed: {detail[-1] if detail else result.returncode}")
+        target = model_store / f"{name}.mar"
+        os.replace(built, target)
+    return target

@@ -1,0 +1,12 @@
+"""Defaults shared by the build side, kept in one place."""
+
+# Preprocessing of the tutorial this project follows: resize the short side, then crop the centre.
+DEFAULT_RESIZE_SIZE = 256
+DEFAULT_CROP_SIZE = 224
+# The default model (EfficientNet-Lite0) was trained on inputs scaled to [-1, 1].
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.5, 0.5, 0.5)
+
+DEFAULT_MODEL_NAME = "classifier"
+DEFAULT_MODEL_VERSION = "1.0"
+DEFAULT_TOPK = 5

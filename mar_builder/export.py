@@ -1,0 +1,126 @@
+"""Export command: build a Predictor, script it, verify the reloaded file, and only then write it."""
+
+import contextlib
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .constants import DEFAULT_CROP_SIZE
+from .errors import ExportError
+from .predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+# (height, width) of the random images that every export is checked on: portrait, landscape, tiny.
+VERIFY_IMAGE_SIZES: Tuple[Tuple[int, int], ...] = ((300, 400), (480, 320), (224, 224), (31, 45))
+VERIFY_SEED = 0
+
+
+@contextlib.contextmanager
+def torchscript_deprecation_acknowledged() -> Iterator[None]:
+    """TorchScript is deprecated upstream but still supported in the pinned torch; it is our
+    export format on purpose. Silence exactly that notice, and nothing else, while we use it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        yield
+
+
+def trace_network(network: nn.Module, crop_size: int = DEFAULT_CROP_SIZE) -> torch.jit.ScriptModule:
+    """Trace the inner network on one crop-sized input (for networks TorchScript cannot script)."""
+    example = torch.rand(1, 3, crop_size, crop_size)
+    with torchscript_deprecation_acknowledged(), torch.no_grad():
+        return torch.jit.trace(network.eval(), example)
+
+
+def script_predictor(predictor: Predictor) -> torch.jit.ScriptModule:
+    with torchscript_deprecation_acknowledged():
+        return torch.jit.script(predictor.cpu().eval())
+
+
+def random_images(sizes: Sequence[Tuple[int, int]] = VERIFY_IMAGE_SIZES) -> List[torch.Tensor]:
+    generator = torch.Generator().manual_seed(VERIFY_SEED)
+    return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator) for h, w in sizes]
+
+
+def verify_exported(path: Path, eager: Predictor, atol: float = 1e-5) -> None:
+    """Reload `path` as a fresh module and check it against the eager Predictor; raise ExportError."""
+    try:
+        with torchscript_deprecation_acknowledged():
+            reloaded = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:
+        raise ExportError(f"the exported file does not reload: {e}") from e
+    class_names = list(reloaded.class_names)
+    if class_names != list(eager.class_names):
+        raise ExportError("class_names changed in the exported file")
+    images = random_images()
+    with torch.no_grad():
+        for image in images:
+            expected = eager(image.unsqueeze(0))
+            if expected.shape[1] != len(class_names):
+                raise ExportError(
+                    f"the model outputs {expected.shape[1]} classes but {len(class_names)} class names were given"
+                )
+            got_forward = reloaded(image.unsqueeze(0))
+            got_batched = reloaded.classify(reloaded.preprocess(image).unsqueeze(0))
+            for name, got in (("forward", got_forward), ("preprocess+classify", got_batched)):
+                try:
+                    torch.testing.assert_close(got, expected, atol=atol, rtol=1e-4)
+                except AssertionError as e:
+                    h, w = image.shape[1:]
+                    raise ExportError(
+                        f"exported {name} differs from the eager Predictor on a {h}x{w} image: {e}"
+                    ) from e
+        # One batch of several differently sized images, the way the handler calls it.
+        batch = torch.stack([reloaded.preprocess(image) for image in images])
+        expected = torch.cat([eager(image.unsqueeze(0)) for image in images])
+        torch.testing.assert_close(reloaded.classify(batch), expected, atol=atol, rtol=1e-4)
+
+
+def export_predictor(predictor: Predictor, output: Path, trace: bool = False) -> str:
+    """Script `predictor` (tracing its inner network if asked or if scripting fails), verify, write.
+
+    Returns "scripted" or "traced": how the inner network was exported. `output` is replaced
+    atomically, and only after verification passes.
+    """
+    predictor = predictor.cpu().eval()
+    method = "traced" if trace else "scripted"
+    if trace:
+        scripted = script_predictor(_with_traced_network(predictor))
+    else:
+        try:
+            scripted = script_predictor(predictor)
+        except Exception as e:  # TorchScript raises many types for unsupported Python
+            logger.info("scripting the network failed (%s); tracing it instead", str(e).splitlines()[0])
+            scripted = script_predictor(_with_traced_network(predictor))
+            method = "traced"
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with torchscript_deprecation_acknowledged():
+            scripted.save(str(tmp))
+        verify_exported(tmp, predictor)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return method
+
+
+def _with_traced_network(predictor: Predictor) -> Predictor:
+    """The same Predictor, its inner network replaced by a trace on a crop-sized input."""
+    return Predictor(
+        trace_network(predictor.model, predictor.crop_size),
+        predictor.class_names,
+        mean=predictor.mean,
+        std=predictor.std,
+        resize_size=predictor.resize_size,
+        crop_size=predictor.crop_size,
+    )

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny random classifiers for unit tests, the real default archive for e2e."""
+
+from pathlib import Path
+from typing import Callable, List
+
+import pytest
+import torch
+from torch import nn
+
+from mar_builder.export import export_predictor
+from mar_builder.predictor import Predictor
+
+
+class TinyCNN(nn.Module):
+    """A few thousand weights: fast to script, trace and run."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+def class_names(n: int) -> List[str]:
+    return [f"class_{i}" for i in range(n)]
+
+
+@pytest.fixture
+def tiny_predictor() -> Callable[..., Predictor]:
+    def make(num_classes: int = 5, **kwargs) -> Predictor:
+        torch.manual_seed(0)
+        return Predictor(TinyCNN(num_classes), class_names(num_classes), **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def tiny_pt(tmp_path: Path, tiny_predictor) -> Path:
+    """A verified export of a 5-class tiny CNN."""
+    path = tmp_path / "model" / "tiny.pt"
+    export_predictor(tiny_predictor(), path)
+    return path

@@ -1,0 +1,111 @@
+import base64
+import shutil
+
+import pytest
+import torch
+from classifier_handler import ClassifierHandler
+from fake_context import FakeContext
+from image_variants import encode, sample
+
+CAT_JPEG = encode(sample("chelsea.png"), "JPEG")
+SMALL_PNG = encode(sample("coffee.png").resize((40, 30)), "PNG")
+
+
+def make_handler(tiny_pt, topk=3, **handler_settings):
+    context = FakeContext(
+        tiny_pt.parent, tiny_pt.name, {"minWorkers": 2, "handler": {"topk": topk, **handler_settings}}
+    )
+    handler = ClassifierHandler()
+    handler.initialize(context)
+    return handler, context
+
+
+def test_batch_of_mixed_sizes_gets_one_sorted_top_k_answer_each(tiny_pt):
+    handler, context = make_handler(tiny_pt, topk=3)
+    data = [
+        {"body": bytearray(CAT_JPEG)},
+        {"data": bytearray(SMALL_PNG)},
+        {"body": {"data": base64.b64encode(CAT_JPEG).decode()}},
+    ]
+    answers = handler.handle(data, context.with_requests([{}] * 3))
+    assert len(answers) == 3 and context.statuses == {}
+    reference = torch.jit.load(str(tiny_pt))
+    for answer in answers:
+        assert len(answer) == 3
+        assert list(answer.values()) == sorted(answer.values(), reverse=True)
+        assert set(answer) <= set(reference.class_names)
+    assert answers[0] == answers[2]  # the same photo, raw and as base64 JSON
+
+
+def test_answers_equal_the_predictor_on_the_same_image(tiny_pt):
+    from image_decoding import decode_image
+
+    handler, context = make_handler(tiny_pt, topk=5)
+    answer = handler.handle([{"body": bytearray(CAT_JPEG)}], context.with_requests([{}]))[0]
+    reference = torch.jit.load(str(tiny_pt))
+    probabilities = reference(decode_image(CAT_JPEG).unsqueeze(0))[0]
+    expected = {reference.class_names[i]: p for i, p in enumerate(probabilities.tolist())}
+    assert answer.keys() == expected.keys()
+    for label, p in answer.items():
+        assert p == pytest.approx(expected[label], abs=1e-6)
+
+
+def test_topk_is_capped_at_the_number_of_classes(tiny_pt):
+    handler, context = make_handler(tiny_pt, topk=50)
+    answer = handler.handle([{"body": bytearray(CAT_JPEG)}], context.with_requests([{}]))[0]
+    assert len(answer) == 5
+    assert sum(answer.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_bad_request_fails_alone_with_its_own_status(tiny_pt):
+    handler, context = make_handler(tiny_pt)
+    alone = handler.handle([{"body": bytearray(CAT_JPEG)}], context.with_requests([{}]))[0]
+    data = [{"body": bytearray(CAT_JPEG)}, {"body": bytearray(b"hello world")}, {"body": bytearray(SMALL_PNG)}]
+    answers = handler.handle(data, context.with_requests([{}] * 3))
+    assert answers[0] == alone
+    assert len(answers[2]) == 3
+    assert set(context.statuses) == {1}
+    code, phrase = context.statuses[1]
+    assert code == 400 and phrase.startswith("not a decodable image")
+    assert answers[1]["code"] == 400 and answers[1]["type"] == "InvalidImage"
+    assert context.response_headers[1]["content-type"] == "application/json"
+
+
+def test_too_large_images_get_413(tiny_pt):
+    handler, context = make_handler(tiny_pt, max_image_pixels=10_000)
+    answers = handler.handle([{"body": bytearray(CAT_JPEG)}], context.with_requests([{}]))
+    assert context.statuses[0][0] == 413 and answers[0]["type"] == "ImageTooLarge"
+
+
+def test_form_urlencoded_uploads_get_a_hint(tiny_pt):
+    handler, context = make_handler(tiny_pt)
+    answers = handler.handle(
+        [{"body": bytearray(b"x")}], context.with_requests([{"Content-Type": "application/x-www-form-urlencoded"}])
+    )
+    assert context.statuses[0][0] == 400 and "-T" in answers[0]["message"]
+
+
+def test_threads_follow_cores_per_worker(tiny_pt, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    make_handler(tiny_pt)  # minWorkers 2
+    assert torch.get_num_threads() == 4
+
+
+def test_unknown_handler_settings_are_refused(tiny_pt):
+    with pytest.raises(ValueError, match=r"unknown handler settings \['top_k'\]"):
+        make_handler(tiny_pt, top_k=3)
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+)
+def test_model_runs_on_the_workers_device(tiny_pt, tmp_path, device):
+    gpu_id = 0 if device == "cuda" else None
+    model_dir = tmp_path / "served"
+    shutil.copytree(tiny_pt.parent, model_dir)
+    context = FakeContext(model_dir, tiny_pt.name, {"handler": {"topk": 2}}, gpu_id=gpu_id)
+    handler = ClassifierHandler()
+    handler.initialize(context)
+    assert handler.device.type == device
+    assert next(handler.model.parameters()).device.type == device
+    assert len(handler.handle([{"body": bytearray(CAT_JPEG)}], context.with_requests([{}]))[0]) == 2

@@ -1,0 +1,116 @@
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from image_decoding import DEFAULT_MAX_PIXELS, decode_image
+from image_variants import all_variants, encode, exif_rotated_jpeg, sample
+from PIL import Image
+from request_errors import ImageTooLarge, InvalidImage
+
+CAT = sample("chelsea.png")  # 451x300
+
+
+def mean_abs_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().mean().item()
+
+
+@pytest.mark.parametrize("name", sorted(all_variants(CAT.resize((64, 48)))))
+def test_every_format_and_mode_decodes_to_upright_rgb_uint8(name):
+    small = CAT.resize((64, 48))
+    decoded = decode_image(all_variants(small)[name])
+    assert decoded.dtype == torch.uint8
+    assert decoded.shape == (3, 48, 64)  # upright: height 48, width 64
+    reference = torch.from_numpy(np.array(small)).permute(2, 0, 1)
+    gray = torch.from_numpy(np.array(small.convert("L")))
+    # Lossy and palette encodings wobble; a wrong orientation, channel order or bit depth does not.
+    close_to_color = mean_abs_difference(decoded, reference) < 12
+    close_to_gray = all(mean_abs_difference(decoded[c], gray) < 6 for c in range(3))
+    assert close_to_color or close_to_gray, name
+
+
+def test_exif_orientation_is_applied():
+    upright = decode_image(encode(CAT, "JPEG", quality=95))
+    rotated = decode_image(exif_rotated_jpeg(CAT))
+    assert rotated.shape == upright.shape == (3, 300, 451)
+    assert mean_abs_difference(rotated, upright) < 3
+
+
+def test_16bit_grayscale_is_scaled_not_clipped():
+    values = np.full((10, 12), 40000, dtype=np.uint16)
+    decoded = decode_image(encode(Image.fromarray(values), "PNG"))
+    assert decoded.shape == (3, 10, 12)
+    assert int(decoded[0, 0, 0]) == 40000 >> 8
+
+
+def test_orientation_tag_outside_1_to_8_is_ignored():
+    exif = Image.Exif()
+    exif[0x0112] = 42
+    decoded = decode_image(encode(CAT, "JPEG", exif=exif))
+    assert decoded.shape == (3, 300, 451)
+
+
+def test_jpeg_is_drafted_but_never_below_min_side():
+    big = CAT.resize((2400, 1600))
+    data = encode(big, "JPEG", quality=90)
+    full = decode_image(data)
+    drafted = decode_image(data, min_side=512)
+    assert full.shape == (3, 1600, 2400)
+    assert drafted.shape == (3, 800, 1200)  # 1/2 scale keeps the short side >= 512; 1/4 would not
+
+
+def test_animated_gif_and_multipage_tiff_use_the_first_frame():
+    red, blue = Image.new("RGB", (8, 8), (255, 0, 0)), Image.new("RGB", (8, 8), (0, 0, 255))
+    gif, tiff = io.BytesIO(), io.BytesIO()
+    red.save(gif, "GIF", save_all=True, append_images=[blue])
+    red.save(tiff, "TIFF", save_all=True, append_images=[blue])
+    for data in (gif.getvalue(), tiff.getvalue()):
+        decoded = decode_image(data)
+        assert decoded[:, 0, 0].tolist() == [255, 0, 0]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height but carries pixel data for one row only."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(bytes(1 + 3 * width)))
+
+
+@pytest.mark.parametrize("width, height", [(30000, 30000), (8000, 6000)])
+def test_too_many_pixels_is_refused_from_the_header(width, height):
+    with pytest.raises(ImageTooLarge, match=f"{width}x{height}|too many pixels"):
+        decode_image(png_header_only(width, height))
+
+
+def test_pixel_limit_is_configurable():
+    data = encode(CAT, "PNG")
+    with pytest.raises(ImageTooLarge, match="451x300 = 135300 pixels; the limit is 100000"):
+        decode_image(data, max_pixels=100_000)
+    assert DEFAULT_MAX_PIXELS == 40_000_000
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty body"),
+        (b"hello world", r"not a decodable image \(first bytes 68 65 6c 6c\); supported: JPEG, PNG"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not a decodable image"),
+        (encode(CAT, "PNG")[:20], "damaged PNG header"),
+        (encode(CAT, "JPEG")[:2000], "damaged JPEG image 451x300"),
+        (encode(CAT, "PNG")[:3000], "damaged PNG image 451x300"),
+    ],
+)
+def test_bad_bytes_raise_invalid_image(data, message):
+    with pytest.raises(InvalidImage, match=message):
+        decode_image(data)
+
+
+def test_extreme_aspect_ratio_is_refused():
+    with pytest.raises(InvalidImage, match="aspect ratios beyond 200:1"):
+        decode_image(encode(Image.new("RGB", (4020, 20)), "PNG"))
+    assert decode_image(encode(Image.new("RGB", (4000, 50)), "PNG")).shape == (3, 50, 4000)
