@@ -10,3 +10,7 @@ DEFAULT_STD = (0.5, 0.5, 0.5)
 DEFAULT_MODEL_NAME = "classifier"
 DEFAULT_MODEL_VERSION = "1.0"
 DEFAULT_TOPK = 5
+
+# Your own model: the normalization that torchvision's and most ImageNet-style training recipes use.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)

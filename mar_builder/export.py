@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .constants import DEFAULT_CROP_SIZE
-from .errors import ExportError
+from .errors import ExportError, first_line
 from .predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def export_predictor(predictor: Predictor, output: Path, trace: bool = False) ->
         try:
             scripted = script_predictor(predictor)
         except Exception as e:  # TorchScript raises many types for unsupported Python
-            logger.info("scripting the network failed (%s); tracing it instead", str(e).splitlines()[0])
+            logger.info("scripting the network failed (%s); tracing it instead", first_line(e))
             scripted = script_predictor(_with_traced_network(predictor))
             method = "traced"
     output = Path(output)

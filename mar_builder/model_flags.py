@@ -1,0 +1,121 @@
+"""The flags that say which classifier to export, shared by `export` and `build`: declared and resolved here."""
+
+import argparse
+from pathlib import Path
+
+from .class_names import class_names_from_dir, read_class_names
+from .errors import SettingsError
+from .model_sources import parse_model_kwargs
+from .user_model import Preprocessing, UserModel
+
+# Flags that describe your own model (argparse dest -> flag); none of them means the default model.
+USER_MODEL_FLAGS = {
+    "arch": "--arch",
+    "model_file": "--model-file",
+    "model_kwargs": "--model-kwargs",
+    "weights": "--weights",
+    "allow_pickle": "--allow-pickle",
+    "classes": "--classes",
+    "classes_from_dir": "--classes-from-dir",
+    "mean": "--mean",
+    "std": "--std",
+    "resize": "--resize",
+    "crop": "--crop",
+}
+NETWORK_FLAGS = ("arch", "model_file", "weights")
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group(
+        "your own model (without these flags: the embedded EfficientNet-Lite0 with the ImageNet labels)"
+    )
+    network = source.add_mutually_exclusive_group()
+    network.add_argument(
+        "--arch",
+        metavar="NAME",
+        help="a torchvision classification architecture, e.g. resnet50; "
+        "built with weights=None and num_classes=len(classes)",
+    )
+    network.add_argument(
+        "--model-file",
+        metavar="FILE.py:NAME",
+        help="your nn.Module class (or a function returning one) in a Python file; needed at export time only",
+    )
+    network.add_argument(
+        "--pt",
+        type=Path,
+        metavar="EXPORTED.pt",
+        help="a Predictor already exported by this tool: checked, then packed as it is",
+    )
+    source.add_argument(
+        "--model-kwargs", metavar="JSON", help="keyword arguments for --model-file, e.g. '{\"num_classes\": 5}'"
+    )
+    source.add_argument(
+        "--weights",
+        type=Path,
+        metavar="CKPT",
+        help="the checkpoint: a state_dict or a dict holding one under "
+        "'state_dict', 'model' or 'model_state_dict'; loaded with weights_only=True onto the CPU",
+    )
+    source.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load checkpoints that pickle Python objects, such as a "
+        "whole model from torch.save(model); this runs any code in the file: only for files you trust",
+    )
+    classes = source.add_mutually_exclusive_group()
+    classes.add_argument(
+        "--classes",
+        type=Path,
+        metavar="FILE",
+        help="class names in output order: one per line, a JSON list, "
+        'or an index_to_name.json object {"0": "name", ...}',
+    )
+    classes.add_argument(
+        "--classes-from-dir",
+        type=Path,
+        metavar="DIR",
+        help="class names from DIR's sorted subfolders, numbered as torchvision's ImageFolder numbers them",
+    )
+    preprocessing = parser.add_argument_group("preprocessing of your own model (default: ImageNet's)")
+    preprocessing.add_argument("--mean", metavar="R,G,B", help="normalization mean (default: 0.485,0.456,0.406)")
+    preprocessing.add_argument("--std", metavar="R,G,B", help="normalization std (default: 0.229,0.224,0.225)")
+    preprocessing.add_argument("--resize", type=int, metavar="PIXELS", help="resize the short side (default: 256)")
+    preprocessing.add_argument("--crop", type=int, metavar="PIXELS", help="then crop the centre (default: 224)")
+    source.add_argument(
+        "--trace", action="store_true", help="trace the inner network; by default scripting is tried first"
+    )
+
+
+def user_model_from_args(args: argparse.Namespace) -> UserModel | None:
+    """Your model as the flags describe it; None for --pt (packed as is) and for the default model."""
+    given = [flag for dest, flag in USER_MODEL_FLAGS.items() if getattr(args, dest) not in (None, False)]
+    if args.pt is not None:
+        extra = given + (["--trace"] if args.trace else [])
+        if extra:
+            raise SettingsError(f"--pt packs an exported Predictor as it is; drop {', '.join(extra)}")
+        return None
+    if not given:
+        return None
+    if not any(getattr(args, dest) is not None for dest in NETWORK_FLAGS):
+        raise SettingsError(
+            f"{', '.join(given)} describe your own model: add --arch NAME or --model-file FILE.py:NAME, "
+            "with --weights CKPT"
+        )
+    preprocessing = Preprocessing.from_flags(args.mean, args.std, args.resize, args.crop)
+    model_kwargs = parse_model_kwargs(args.model_kwargs) if args.model_kwargs is not None else None
+    if args.classes is not None:
+        class_names = read_class_names(args.classes)
+    elif args.classes_from_dir is not None:
+        class_names = class_names_from_dir(args.classes_from_dir)
+    else:
+        raise SettingsError("your own model needs its class names: --classes FILE or --classes-from-dir DIR")
+    return UserModel(
+        class_names=tuple(class_names),
+        weights=args.weights,
+        arch=args.arch,
+        model_file=args.model_file,
+        model_kwargs=model_kwargs,
+        allow_pickle=args.allow_pickle,
+        preprocessing=preprocessing,
+    )

@@ -1,0 +1,178 @@
+"""Where your network comes from: a torchvision architecture by name, your own model file, or an exported .pt."""
+
+import difflib
+import hashlib
+import importlib.util
+import json
+import re
+import sys
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Dict, List
+
+import torch
+from torch import nn
+
+from .class_names import validate_class_names
+from .errors import ModelSourceError, first_line
+from .export import random_images, torchscript_deprecation_acknowledged
+
+# What the handler uses of an exported Predictor; a .pt without them cannot be served.
+PREDICTOR_ATTRIBUTES = ("class_names", "preprocess", "classify", "resize_size")
+PROBABILITY_TOLERANCE = 1e-3  # how far from 1 a row of probabilities may sum
+
+
+def classification_architectures() -> List[str]:
+    """Every torchvision image classification architecture (not detection, segmentation, video...)."""
+    import torchvision.models
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def build_architecture(name: str, num_classes: int) -> nn.Module:
+    """torchvision's `name`, randomly initialized (weights=None) with `num_classes` outputs."""
+    import torchvision.models
+
+    known = classification_architectures()
+    if name not in known:
+        if name in torchvision.models.list_models():
+            raise ModelSourceError(
+                f"--arch {name!r} is a torchvision model but not an image classifier "
+                "(it is a detection, segmentation, video, optical-flow or quantized model)"
+            )
+        close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.5)
+        hint = (
+            f"did you mean {', '.join(close)}?"
+            if close
+            else "see torchvision.models.list_models(module=torchvision.models)"
+        )
+        raise ModelSourceError(f"--arch {name!r} is not a torchvision classification architecture; {hint}")
+    try:
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    except Exception as e:
+        raise ModelSourceError(f"--arch: building {name}(num_classes={num_classes}) failed: {first_line(e)}") from e
+
+
+def parse_model_kwargs(text: str | None) -> Dict[str, Any]:
+    """--model-kwargs: a JSON object of keyword arguments ({} when not given)."""
+    if text is None:
+        return {}
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelSourceError(f"--model-kwargs {text!r} is not valid JSON: {e}") from e
+    if not isinstance(kwargs, dict):
+        raise ModelSourceError(
+            f"--model-kwargs must be a JSON object such as '{{\"num_classes\": 5}}', got a JSON {type(kwargs).__name__}"
+        )
+    return kwargs
+
+
+def build_from_model_file(spec: str, kwargs: Dict[str, Any]) -> nn.Module:
+    """`path/to/net.py:Name(**kwargs)`: Name is an nn.Module class, or a function that returns one.
+
+    The file is imported as a module of its own (its `if __name__ == "__main__":` block does not
+    run) with its folder on sys.path, so it may import its neighbours. Only the export needs it:
+    the exported .pt holds the network's code.
+    """
+    path_text, colon, name = spec.rpartition(":")
+    if not colon or not path_text or not name.isidentifier():
+        raise ModelSourceError(f"--model-file {spec!r}: expected path/to/file.py:ClassName")
+    path = Path(path_text)
+    if not path.is_file():
+        raise ModelSourceError(f"--model-file: {path}: {'not a file' if path.exists() else 'no such file'}")
+    module = _import_file(path)
+    factory = getattr(module, name, None)
+    if factory is None or not callable(factory):
+        defined = sorted(
+            key
+            for key, value in vars(module).items()
+            if isinstance(value, type) and issubclass(value, nn.Module) and value.__module__ == module.__name__
+        )
+        found = f"; the nn.Module classes it defines: {', '.join(defined)}" if defined else ""
+        what = "defines no" if factory is None else "has no callable"
+        raise ModelSourceError(f"--model-file: {path} {what} {name!r}{found}")
+    try:
+        network = factory(**kwargs)
+    except Exception as e:
+        raise ModelSourceError(
+            f"--model-file: {name}(**{json.dumps(kwargs)}) failed: {type(e).__name__}: {first_line(e)}"
+        ) from e
+    if not isinstance(network, nn.Module):
+        raise ModelSourceError(f"--model-file: {name}(...) returned a {type(network).__name__}, not an nn.Module")
+    return network
+
+
+def check_exported_pt(path: Path) -> List[str]:
+    """Check that `path` is a Predictor exported by this tool and return its class names.
+
+    It must reload, carry what the handler uses (class_names, preprocess, classify, resize_size),
+    and turn random images of several sizes into one probability per class name, the same through
+    `forward` as through `preprocess` + `classify`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelSourceError(f"--pt: {path}: {'not a file' if path.exists() else 'no such file'}")
+    try:
+        with torchscript_deprecation_acknowledged():
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:
+        hint = "; it is a checkpoint: pass it as --weights, with --arch or --model-file" if _is_checkpoint(path) else ""
+        raise ModelSourceError(f"--pt: {path} is not a TorchScript file ({first_line(e)}){hint}") from e
+    missing = [attribute for attribute in PREDICTOR_ATTRIBUTES if not hasattr(module, attribute)]
+    if missing:
+        raise ModelSourceError(
+            f"--pt: {path} is not a Predictor exported by this tool (it has no {', '.join(missing)}); "
+            "re-export it with `python -m mar_builder export` and --arch or --model-file"
+        )
+    class_names = validate_class_names(list(module.class_names), f"{path}'s class_names")
+    for image in random_images():
+        h, w = image.shape[1:]
+        try:
+            with torch.no_grad():
+                probabilities = module(image.unsqueeze(0))
+                batched = module.classify(module.preprocess(image).unsqueeze(0))
+        except Exception as e:
+            raise ModelSourceError(f"--pt: {path} fails on a {h}x{w} image: {first_line(e)}") from e
+        if tuple(probabilities.shape) != (1, len(class_names)):
+            raise ModelSourceError(
+                f"--pt: {path} answers shape {list(probabilities.shape)} for one image, "
+                f"but has {len(class_names)} class names"
+            )
+        total = float(probabilities.sum())
+        if not abs(total - 1.0) <= PROBABILITY_TOLERANCE or bool((probabilities < 0).any()):
+            raise ModelSourceError(f"--pt: {path} does not answer probabilities (they sum to {total:.4g})")
+        if not torch.allclose(batched, probabilities, atol=1e-5, rtol=1e-4):
+            raise ModelSourceError(f"--pt: {path}'s preprocess + classify differs from its forward on a {h}x{w} image")
+    return class_names
+
+
+def _import_file(path: Path) -> ModuleType:
+    resolved = path.resolve()
+    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
+    stem = re.sub(r"\W", "_", resolved.stem)
+    module_name = f"_user_model_{stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, resolved)
+    if spec is None or spec.loader is None:
+        raise ModelSourceError(f"--model-file: {path} cannot be imported as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses, pickling and TorchScript look classes up here
+    sys.path.insert(0, str(resolved.parent))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as e:
+        sys.modules.pop(module_name, None)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise ModelSourceError(f"--model-file: importing {path} failed: {type(e).__name__}: {first_line(e)}") from e
+    finally:
+        sys.path.remove(str(resolved.parent))
+    return module
+
+
+def _is_checkpoint(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/data.pkl") for name in archive.namelist())

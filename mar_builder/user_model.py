@@ -1,0 +1,173 @@
+"""Your own classifier: the frozen description that the flags give, and the eager Predictor built from it."""
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+from torch import nn
+
+from .checkpoints import find_weights, load_checkpoint, load_weights
+from .class_names import validate_class_names
+from .constants import DEFAULT_CROP_SIZE, DEFAULT_RESIZE_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from .errors import ModelSourceError, SettingsError, first_line
+from .model_sources import build_architecture, build_from_model_file
+from .predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+CHECK_BATCH = 2  # random images the network is run on once, before export, to check its output
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the exported Predictor does to every image before the network sees it."""
+
+    mean: Tuple[float, ...] = IMAGENET_MEAN  # per channel (R, G, B), of pixels scaled to [0, 1]
+    std: Tuple[float, ...] = IMAGENET_STD  # per channel, all positive
+    resize_size: int = DEFAULT_RESIZE_SIZE  # the short side is resized to this many pixels
+    crop_size: int = DEFAULT_CROP_SIZE  # then the centre square of this side is what the network sees
+
+    def __post_init__(self) -> None:
+        for flag, values in (("--mean", self.mean), ("--std", self.std)):
+            if len(values) != 3:
+                raise SettingsError(f"{flag} needs 3 values (R,G,B), got {len(values)}: {_listed(values)}")
+            if not all(math.isfinite(v) for v in values):
+                raise SettingsError(f"{flag} values must be finite numbers, got {_listed(values)}")
+        if any(s <= 0 for s in self.std):
+            raise SettingsError(f"--std values must be positive, got {_listed(self.std)}")
+        if self.crop_size < 1:
+            raise SettingsError(f"--crop must be at least 1, got {self.crop_size}")
+        if self.crop_size > self.resize_size:
+            raise SettingsError(
+                f"--crop {self.crop_size} is larger than --resize {self.resize_size}: "
+                "the centre crop must fit inside the resized image"
+            )
+
+    @classmethod
+    def from_flags(
+        cls, mean: str | None = None, std: str | None = None, resize: int | None = None, crop: int | None = None
+    ) -> "Preprocessing":
+        """From the flags' text; what is not given keeps its default (ImageNet mean and std, 256, 224)."""
+        if (resize is None) != (crop is None):
+            resize_size = DEFAULT_RESIZE_SIZE if resize is None else resize
+            crop_size = DEFAULT_CROP_SIZE if crop is None else crop
+            if crop_size > resize_size:
+                given, default = ("--crop", "--resize") if resize is None else ("--resize", "--crop")
+                raise SettingsError(
+                    f"--crop {crop_size} is larger than --resize {resize_size}; "
+                    f"you gave {given} only, so pass {default} too"
+                )
+        return cls(
+            mean=IMAGENET_MEAN if mean is None else parse_channels("--mean", mean),
+            std=IMAGENET_STD if std is None else parse_channels("--std", std),
+            resize_size=DEFAULT_RESIZE_SIZE if resize is None else resize,
+            crop_size=DEFAULT_CROP_SIZE if crop is None else crop,
+        )
+
+
+@dataclass(frozen=True)
+class UserModel:
+    """A trained classifier of yours, as the command line describes it."""
+
+    class_names: Tuple[str, ...]  # output i of the network is class_names[i]
+    weights: Path | None  # the checkpoint: a state_dict, a dict holding one, or (allow_pickle) a whole model
+    arch: str | None = None  # a torchvision classification architecture, built with num_classes=len(class_names)
+    model_file: str | None = None  # "path/to/net.py:ClassName", your own nn.Module
+    model_kwargs: Dict[str, Any] | None = None  # keyword arguments for model_file's ClassName
+    allow_pickle: bool = False  # also load checkpoints that pickle Python objects (runs code from the file)
+    preprocessing: Preprocessing = Preprocessing()
+
+    def __post_init__(self) -> None:
+        if self.arch is not None and self.model_file is not None:
+            raise SettingsError("--arch and --model-file exclude each other: give one network")
+        if self.model_kwargs is not None and self.model_file is None:
+            raise SettingsError("--model-kwargs is for --model-file's class; --arch gets num_classes from the classes")
+        source = "--arch" if self.arch is not None else "--model-file" if self.model_file is not None else None
+        if source is not None and self.weights is None:
+            raise SettingsError(f"{source} needs --weights CKPT; without it the network would ship with random weights")
+        if source is None and not (self.weights is not None and self.allow_pickle):
+            raise SettingsError(
+                "say which network: --arch NAME or --model-file FILE.py:NAME, with --weights CKPT "
+                "(or --weights MODEL --allow-pickle for a whole pickled model)"
+            )
+        validate_class_names(self.class_names, "the class list")
+
+
+def build_predictor(model: UserModel) -> Predictor:
+    """The eager Predictor: the network with its weights loaded, the class names and the preprocessing."""
+    num_classes = len(model.class_names)
+    network: nn.Module | None = None
+    if model.arch is not None:
+        network = build_architecture(model.arch, num_classes)
+    elif model.model_file is not None:
+        network = build_from_model_file(model.model_file, model.model_kwargs or {})
+    assert model.weights is not None  # UserModel.__post_init__ guarantees it
+    weights = find_weights(load_checkpoint(model.weights, model.allow_pickle), model.weights)
+    if isinstance(weights, nn.Module) and network is None:
+        logger.info("using the whole %s pickled in %s", type(weights).__name__, model.weights)
+        network = weights
+    elif network is None:
+        raise SettingsError(
+            f"{model.weights} holds a state_dict: say which network it belongs to with --arch NAME "
+            "or --model-file FILE.py:NAME"
+        )
+    else:
+        state_dict = weights.state_dict() if isinstance(weights, nn.Module) else weights
+        load_weights(network, state_dict, model.weights, num_classes)
+    p = model.preprocessing
+    logger.info(
+        "preprocessing: resize %d, crop %d, mean %s, std %s",
+        p.resize_size,
+        p.crop_size,
+        _listed(p.mean),
+        _listed(p.std),
+    )
+    predictor = Predictor(network.float(), model.class_names, p.mean, p.std, p.resize_size, p.crop_size)
+    check_network_output(predictor)
+    return predictor
+
+
+def check_network_output(predictor: Predictor) -> None:
+    """Run the network once on preprocessed random images: it must return logits, one per class name."""
+    crop, num_classes = predictor.crop_size, len(predictor.class_names)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (CHECK_BATCH, 3, crop, crop), dtype=torch.uint8, generator=generator)
+    try:
+        with torch.no_grad():
+            logits = predictor.model(torch.stack([predictor.preprocess(image) for image in images]))
+    except Exception as e:
+        raise ModelSourceError(
+            f"the network fails on a {CHECK_BATCH}x3x{crop}x{crop} batch (the crop size): "
+            f"{type(e).__name__}: {first_line(e)}"
+        ) from e
+    if not isinstance(logits, torch.Tensor):
+        raise ModelSourceError(
+            f"the network returns a {type(logits).__name__}, not one tensor of logits shaped (images, classes)"
+        )
+    if logits.dim() != 2 or logits.shape[0] != CHECK_BATCH:
+        raise ModelSourceError(
+            f"the network returns shape {list(logits.shape)} for {CHECK_BATCH} images; "
+            f"expected [{CHECK_BATCH}, {num_classes}], one logit per class"
+        )
+    if logits.shape[1] != num_classes:
+        raise ModelSourceError(f"the model outputs {logits.shape[1]} classes but {num_classes} class names were given")
+    if num_classes > 1 and bool((logits >= 0).all()) and torch.allclose(logits.sum(dim=1), torch.ones(CHECK_BATCH)):
+        raise ModelSourceError(
+            "the network already outputs probabilities (each row sums to 1); the Predictor applies its own "
+            "softmax, so give it the network without its final softmax, returning logits"
+        )
+
+
+def parse_channels(flag: str, text: str) -> Tuple[float, ...]:
+    """'0.485,0.456,0.406' to floats; the count is checked by Preprocessing."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise SettingsError(f"{flag} {text!r}: expected 3 comma-separated numbers, such as 0.485,0.456,0.406") from None
+
+
+def _listed(values: Tuple[float, ...]) -> str:
+    return ",".join(f"{v:g}" for v in values)
