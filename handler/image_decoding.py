@@ -1,6 +1,8 @@
 """Decode encoded image bytes to an RGB uint8 (3, H, W) tensor, or raise a typed request error."""
 
 import io
+import re
+import struct
 import warnings
 
 import numpy as np
@@ -33,9 +35,15 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: in
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as e:
-        raise ImageTooLarge(f"image declares too many pixels ({e}); limit is {max_pixels}") from None
+        # Pillow's own guard (far above ours) fired while reading the header; nothing was decoded.
+        declared = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = declared.group(1) if declared else "too many"
+        raise ImageTooLarge(f"image declares {pixels} pixels; the limit is {max_pixels}") from None
     except UnidentifiedImageError:
         known = _guess_format(data)
+        if known == "PNG" and _png_declares_no_pixels(data):
+            width, height = struct.unpack(">II", data[16:24])
+            raise InvalidImage(f"image has no pixels ({width}x{height})") from None
         if known != "image":
             raise InvalidImage(f"damaged {known} header: not identifiable") from None
         raise InvalidImage(
@@ -71,6 +79,11 @@ def _guess_format(data: bytes) -> str:
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return "PNG"
     return "image"
+
+
+def _png_declares_no_pixels(data: bytes) -> bool:
+    """Pillow refuses a zero-sized PNG as unidentifiable; its IHDR says why."""
+    return len(data) >= 24 and data[12:16] == b"IHDR" and 0 in struct.unpack(">II", data[16:24])
 
 
 def _draft_jpeg(image: Image.Image, min_side: int) -> None:

@@ -3,7 +3,7 @@
 import base64
 import binascii
 import json
-from typing import Any, Dict
+from typing import Any, Dict, Mapping, Set
 
 from request_errors import InvalidRequest
 
@@ -12,6 +12,7 @@ PREFERRED_FIELDS = ("data", "body")
 
 
 FORM_URLENCODED = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
 FORM_HINT = (
     "; the body was sent as application/x-www-form-urlencoded (curl's default for -d/--data-binary): "
     "send the file with -T, or add -H 'Content-Type: application/octet-stream' "
@@ -19,28 +20,62 @@ FORM_HINT = (
 )
 
 
-def image_bytes(request: Dict[str, Any], content_type: str = "") -> bytes:
+def image_bytes(request: Dict[str, Any], headers: Mapping[str, Any] | None = None) -> bytes:
     """The encoded image carried by `request`, as TorchServe's worker hands it to the handler.
 
-    TorchServe passes a raw body as `body` (a bytearray), each multipart part under its own name,
-    and a body sent as application/json already parsed (a dict). `content_type` is the request's
-    header.
+    TorchServe passes a raw body as `body` (a bytearray), each multipart part under its own name
+    (as bytes, file or not), and a body sent as application/json already parsed (a dict).
+    `headers` are the request's headers as the worker gives them: HTTP headers by name, and each
+    part's own content type as `{part name: {"content-type": ...}}`.
     """
+    headers = headers or {}
+    content_type = _request_content_type(headers)
     # A urlencoded form carries an image only as data=<base64>; anything else is a mangled upload.
-    if content_type.lower().startswith(FORM_URLENCODED) and not isinstance(request.get("data"), str):
+    if content_type.startswith(FORM_URLENCODED) and not isinstance(request.get("data"), str):
         raise InvalidRequest(f"no `data` field in the form{FORM_HINT}")
-    return _find_image_bytes(request)
+    text_fields: Set[str] = set()
+    if content_type.startswith(MULTIPART):
+        # `curl -F name=value` sends a text field; it arrives as bytes with an empty part content type.
+        text_fields = {name for name in request if _part_content_type(headers, name) == ""}
+    return _find_image_bytes(request, text_fields, content_type.startswith(MULTIPART))
 
 
-def _find_image_bytes(request: Dict[str, Any]) -> bytes:
+def _request_content_type(headers: Mapping[str, Any]) -> str:
+    return next((str(v).lower() for k, v in headers.items() if k.lower() == "content-type"), "")
+
+
+def _part_content_type(headers: Mapping[str, Any], name: str) -> str | None:
+    part = headers.get(name)
+    return str(part.get("content-type") or "") if isinstance(part, Mapping) else None
+
+
+def _find_image_bytes(request: Dict[str, Any], text_fields: Set[str], multipart: bool) -> bytes:
     for name in PREFERRED_FIELDS:
         if name in request and request[name] is not None:
-            return _field_bytes(request[name], name)
-    for value in request.values():  # a multipart file part under another name
-        if isinstance(value, (bytes, bytearray)):
-            return bytes(value)
+            value = request[name]
+            if name in text_fields and isinstance(value, (bytes, bytearray)):
+                value = _text(value, name)
+            return _field_bytes(value, name)
+    files = [
+        name for name, value in request.items() if isinstance(value, (bytes, bytearray)) and name not in text_fields
+    ]
+    if files:  # a multipart file part under another name
+        return bytes(request[files[0]])
     fields = ", ".join(sorted(request)) or "none"
+    if multipart:
+        raise InvalidRequest(
+            f"the multipart form has no file part (text fields: {fields}); send the image as -F data=@photo.jpg"
+        )
     raise InvalidRequest(f"no image in the request: expected a body or a `data` part, got fields: {fields}")
+
+
+def _text(value: bytes | bytearray, name: str) -> str:
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            f"text field `{name}` is not UTF-8 text; send a file part with -F {name}=@photo.jpg"
+        ) from None
 
 
 def _field_bytes(value: bytes | bytearray | str | Dict[str, Any] | Any, name: str) -> bytes:

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from mar_builder.cli import main as build_main
 from mar_builder.export import export_predictor
+from mar_builder.local_server import LocalTorchServe
 from mar_builder.predictor import Predictor
 
 
@@ -42,3 +44,19 @@ def tiny_pt(tmp_path: Path, tiny_predictor) -> Path:
     path = tmp_path / "model" / "tiny.pt"
     export_predictor(tiny_predictor(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory) -> Path:
+    """The real default archive, built once per test session into its own model store."""
+    store = tmp_path_factory.mktemp("model_store")
+    assert build_main(["build", "--model-store", str(store)]) == 0
+    return store
+
+
+@pytest.fixture(scope="session")
+def server(model_store, tmp_path_factory) -> LocalTorchServe:
+    """One TorchServe with the default archive on free loopback ports, shared by the e2e tests that
+    leave its workers as they are (no scaling, no killing)."""
+    with LocalTorchServe(tmp_path_factory.mktemp("torchserve"), model_store) as running:
+        yield running

@@ -1,6 +1,8 @@
 """Encoded test images built from the shipped samples: every format and mode the handler promises."""
 
 import io
+import struct
+import zlib
 from pathlib import Path
 from typing import Dict
 
@@ -26,20 +28,21 @@ def png_16bit_gray(image: Image.Image) -> bytes:
     return encode(Image.fromarray(values), "PNG")
 
 
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_written_by_hand(width: int, height: int, bit_depth: int, color_type: int, idat: bytes) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
 def png_16bit_rgb(image: Image.Image) -> bytes:
     """A 48-bit RGB PNG written by hand: Pillow cannot save one, but phones and scanners do."""
-    import struct
-    import zlib
-
     values = (np.asarray(image, dtype=np.uint16) * 257).astype(">u2")
     height, width, _ = values.shape
     raw = b"".join(b"\x00" + values[y].tobytes() for y in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return png_written_by_hand(width, height, 16, 2, zlib.compress(raw))
 
 
 def exif_rotated_jpeg(image: Image.Image, quality: int = 95) -> bytes:

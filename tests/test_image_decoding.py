@@ -1,11 +1,14 @@
 import io
-import struct
-import zlib
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from bad_inputs import png_declaring
 from image_decoding import DEFAULT_MAX_PIXELS, decode_image
+from image_fuzz import mutations
 from image_variants import all_variants, encode, exif_rotated_jpeg, sample
 from PIL import Image
 from request_errors import ImageTooLarge, InvalidImage
@@ -71,20 +74,10 @@ def test_animated_gif_and_multipage_tiff_use_the_first_frame():
         assert decoded[:, 0, 0].tolist() == [255, 0, 0]
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height but carries pixel data for one row only."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(bytes(1 + 3 * width)))
-
-
 @pytest.mark.parametrize("width, height", [(30000, 30000), (8000, 6000)])
 def test_too_many_pixels_is_refused_from_the_header(width, height):
-    with pytest.raises(ImageTooLarge, match=f"{width}x{height}|too many pixels"):
-        decode_image(png_header_only(width, height))
+    with pytest.raises(ImageTooLarge, match=f"image (is {width}x{height} = |declares ){width * height} pixels"):
+        decode_image(png_declaring(width, height))
 
 
 def test_pixel_limit_is_configurable():
@@ -114,3 +107,56 @@ def test_extreme_aspect_ratio_is_refused():
     with pytest.raises(InvalidImage, match="aspect ratios beyond 200:1"):
         decode_image(encode(Image.new("RGB", (4020, 20)), "PNG"))
     assert decode_image(encode(Image.new("RGB", (4000, 50)), "PNG")).shape == (3, 50, 4000)
+
+
+def test_zero_width_png_is_refused_with_its_size():
+    with pytest.raises(InvalidImage, match=r"^image has no pixels \(0x300\)$"):
+        decode_image(png_declaring(0, 300))
+
+
+BOMB_PEAK_RSS = """
+import resource, sys
+sys.path[:0] = sys.argv[1:3]
+from bad_inputs import png_bomb
+from image_decoding import decode_image
+from request_errors import ImageTooLarge
+bomb = png_bomb()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    decode_image(bomb)
+except ImageTooLarge as e:
+    print(len(bomb), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, e)
+"""
+
+
+def test_png_bomb_is_refused_without_allocating_its_pixels():
+    """A 30000x30000 PNG of about 110 KB would take 900 MB decoded; refusing it must cost ~nothing."""
+    here = Path(__file__).resolve().parent
+    out = subprocess.run(
+        [sys.executable, "-c", BOMB_PEAK_RSS, str(here.parent / "handler"), str(here)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    size, peak_growth_kb, message = out.stdout.split(" ", 2)
+    assert int(size) < 200_000
+    assert int(peak_growth_kb) < 20_000  # under 20 MB of new peak memory, against 900 MB of pixels
+    assert message.startswith("image declares 900000000 pixels; the limit is 40000000")
+
+
+def test_fuzzed_images_give_a_tensor_or_a_typed_error():
+    outcomes = {"decoded": 0, "InvalidImage": 0, "ImageTooLarge": 0}
+    for name, data in mutations(2000, seed=1234):
+        try:
+            image = decode_image(data, min_side=64)
+        except (InvalidImage, ImageTooLarge) as error:
+            outcomes[type(error).__name__] += 1
+            assert str(error), name
+            continue
+        except Exception as error:  # anything else would reach TorchServe as a 500
+            pytest.fail(f"{name}: {type(error).__name__}: {error}")
+        assert image.dtype == torch.uint8 and image.dim() == 3 and image.shape[0] == 3, name
+        outcomes["decoded"] += 1
+    # The mutations really exercise both paths: some still decode, many are refused.
+    assert outcomes["decoded"] > 200 and outcomes["InvalidImage"] > 500, outcomes

@@ -6,16 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from image_variants import EXIF_ORIENTATION, SAMPLES, all_variants, encode, exif_rotated_jpeg, sample
 from PIL import Image
-
-from mar_builder.cli import main as build_main
-from mar_builder.local_server import LocalTorchServe
+from request_forms import base64_json, multipart
 
 pytestmark = pytest.mark.e2e
 
@@ -27,34 +24,8 @@ EXPECTED_TOP1 = {
 }
 
 
-@pytest.fixture(scope="session")
-def model_store(tmp_path_factory):
-    store = tmp_path_factory.mktemp("model_store")
-    assert build_main(["build", "--model-store", str(store)]) == 0
-    return store
-
-
-@pytest.fixture(scope="session")
-def server(model_store, tmp_path_factory):
-    with LocalTorchServe(tmp_path_factory.mktemp("torchserve"), model_store) as running:
-        yield running
-
-
 def top1(answer):
     return next(iter(answer))
-
-
-def multipart(field: str, filename: str, data: bytes):
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-            f"Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, f"multipart/form-data; boundary={boundary}"
 
 
 @pytest.mark.parametrize("photo", sorted(EXPECTED_TOP1))
@@ -101,11 +72,11 @@ def test_raw_multipart_and_base64_json_give_the_same_answer(server):
     raw_put = client.request("PUT", url, photo, {"Content-Type": "application/octet-stream"}, api="inference")
     body, content_type = multipart("data", "coffee.png", photo)
     form = client.predict("classifier", body, content_type)
-    as_json = client.predict(
-        "classifier", json.dumps({"data": base64.b64encode(photo).decode()}).encode(), "application/json"
-    )
-    answers = [r.json() for r in (raw_post, raw_put, form, as_json)]
-    assert [r.status for r in (raw_post, raw_put, form, as_json)] == [200] * 4
+    as_json = client.predict("classifier", base64_json(photo), "application/json")
+    text_field = client.predict("classifier", *multipart("data", None, base64.b64encode(photo)))  # -F data=<b64
+    responses = (raw_post, raw_put, form, as_json, text_field)
+    assert [r.status for r in responses] == [200] * 5, [r.body[:200] for r in responses]
+    answers = [r.json() for r in responses]
     assert all(a == answers[0] for a in answers)
 
 
