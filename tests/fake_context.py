@@ -3,6 +3,10 @@
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
+METRICS_YAML = Path(__file__).resolve().parent.parent / "metrics.yaml"
+
 
 class FakeContext:
     def __init__(
@@ -18,9 +22,14 @@ class FakeContext:
         self.request_headers: List[Dict[str, str]] = []
         self.statuses: Dict[int, Tuple[int, str]] = {}
         self.response_headers: Dict[int, Dict[str, str]] = {}
+        # TorchServe's own metric cache, declared by the server's metrics.yaml, as in a worker.
+        self.metrics = MetricsCacheYamlImpl(str(METRICS_YAML))
+        self.metrics.initialize_cache()
+        self.metrics.model_name = self.manifest["model"]["modelName"]
 
     def with_requests(self, headers: List[Dict[str, str]]) -> "FakeContext":
         self.request_headers = headers
+        self.metrics.set_request_ids({idx: f"request-{idx}" for idx in range(len(headers))})
         self.statuses.clear()
         self.response_headers.clear()
         return self
