@@ -4,8 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv java build demo stop test lint clean
+.PHONY: venv java build demo stop test lint clean scale soak bench
 
 venv: $(STAMP)
 
@@ -31,11 +32,30 @@ demo: venv java build
 stop:
 	$(VENV)/bin/torchserve --stop
 
+# The running server (make demo) keeps WORKERS workers: the management API, waiting until they are READY.
+scale: venv
+	@test -n "$(WORKERS)" || { echo "usage: make scale WORKERS=N" >&2; exit 2; }
+	$(PY) -m mar_builder.operate scale $(WORKERS)
+
+# A bounded soak on a server of its own: mixed good and bad traffic; errors, latency, worker RSS.
+SOAK_SECONDS ?= 180
+soak: venv java build
+	$(PY) -m mar_builder.soak --seconds $(SOAK_SECONDS)
+
+# The stock image_classifier handler that the benchmark compares against needs captum.
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+# In-process limit, our server at 1/4/8 clients, the stock handler, 12 MP photos: about 6 minutes.
+bench: venv java $(BENCH_STAMP)
+	$(PY) -m benchmarks.bench
+
 test: venv java lint
 	$(PY) -m pytest
 
 lint: venv
-	$(VENV)/bin/ruff check mar_builder handler tests
+	$(VENV)/bin/ruff check mar_builder handler tests benchmarks
 
 clean:
 	rm -rf model_store/*.mar logs key_file.json

@@ -6,6 +6,7 @@ import warnings
 from typing import Any, Dict, List
 
 import torch
+from handler_metrics import HandlerMetrics
 from handler_settings import HandlerSettings
 from image_decoding import decode_image
 from request_errors import RequestError
@@ -24,6 +25,7 @@ class ClassifierHandler:
         self.class_names: List[str] = []
         self.topk = 1
         self.decode_min_side: int | None = None
+        self.memory_format = torch.contiguous_format
         self.initialized = False
 
     def initialize(self, context: Any) -> None:
@@ -37,13 +39,19 @@ class ClassifierHandler:
             self.device = torch.device(f"cuda:{gpu_id}")
         model_path = os.path.join(properties["model_dir"], context.manifest["model"]["serializedFile"])
         with warnings.catch_warnings():
-            # TorchScript is deprecated upstream but supported in the pinned torch; it is our format.
+            # TorchScript (load, freeze) is deprecated upstream but supported in the pinned torch; it is our format.
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
-            self.model = torch.jit.load(model_path, map_location=self.device).eval()
+            model = torch.jit.load(model_path, map_location=self.device).eval()
+            if self.settings.freeze:
+                # Freezing drops whatever it is not told to keep: the handler uses these.
+                kept = ["preprocess", "classify", "class_names", "resize_size"]
+                model = torch.jit.freeze(model, preserved_attrs=kept)
+        self.model = model
         self.class_names = list(self.model.class_names)
         self.topk = min(self.settings.topk, len(self.class_names))
-        # JPEGs are decoded at reduced scale, but never below twice the Predictor's own resize.
-        self.decode_min_side = 2 * int(self.model.resize_size)
+        factor = self.settings.jpeg_draft_factor
+        self.decode_min_side = factor * int(self.model.resize_size) if factor else None
+        self.memory_format = torch.channels_last if self.settings.channels_last else torch.contiguous_format
         self.initialized = True
         logger.info(
             "loaded %s: %d classes, top-%d, %d torch threads, device %s",
@@ -57,23 +65,30 @@ class ClassifierHandler:
     def handle(self, data: List[Dict[str, Any]], context: Any) -> List[Any]:
         """Answer every request of the batch; a bad one gets its own 4xx, the others their top-k."""
         assert self.model is not None, "initialize() must run before handle()"
+        metrics = HandlerMetrics(context)
         responses: List[Any] = [None] * len(data)
         images, positions = [], []
         for idx, request in enumerate(data):
             try:
-                payload = image_bytes(request, _content_type(context, idx))
-                image = decode_image(payload, self.settings.max_image_pixels, self.decode_min_side)
+                payload = image_bytes(request, context.get_all_request_header(idx))
+                with metrics.decoding(idx):
+                    image = decode_image(payload, self.settings.max_image_pixels, self.decode_min_side)
                 images.append(self.model.preprocess(image.to(self.device)))
                 positions.append(idx)
             except RequestError as error:
+                metrics.rejected(type(error).__name__, idx)
                 responses[idx] = self._refuse(context, idx, error)
         if images:
-            probabilities = self.model.classify(torch.stack(images)).cpu()
-            top_p, top_i = probabilities.topk(self.topk, dim=1)
+            with metrics.predicting():
+                batch = torch.stack(images).contiguous(memory_format=self.memory_format)
+                probabilities = self.model.classify(batch).cpu()
+                top_p, top_i = probabilities.topk(self.topk, dim=1)
             for row, idx in enumerate(positions):
                 responses[idx] = {
                     self.class_names[i]: p for p, i in zip(top_p[row].tolist(), top_i[row].tolist(), strict=True)
                 }
+        if len(positions) < len(data):
+            logger.info("batch of %d: %d classified, %d refused", len(data), len(positions), len(data) - len(positions))
         return responses
 
     @staticmethod
@@ -85,8 +100,3 @@ class ClassifierHandler:
         context.set_response_status(error.status, phrase, idx)
         context.set_response_content_type(idx, "application/json")
         return body
-
-
-def _content_type(context: Any, idx: int) -> str:
-    headers = context.get_all_request_header(idx) or {}
-    return next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")

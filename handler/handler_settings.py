@@ -12,17 +12,27 @@ class HandlerSettings:
     topk: int = 5  # labels per answer; the handler caps it at the number of classes
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # larger images get 413 before decoding
     threads_per_worker: int = 0  # torch intra-op threads; 0 picks CPU cores // workers
+    # JPEGs decode at 1/2, 1/4 or 1/8 scale while the short side stays >= this x the model's resize
+    # size; 0 decodes every JPEG at full resolution.
+    jpeg_draft_factor: int = 2
+    freeze: bool = True  # torch.jit.freeze the loaded model: folds batch norms and weights into the graph
+    channels_last: bool = True  # run the network on NHWC batches, faster for convolutions on the CPU
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if not isinstance(getattr(self, f.name), int) or isinstance(getattr(self, f.name), bool):
-                raise ValueError(f"handler.{f.name} must be an integer, got {getattr(self, f.name)!r}")
-        if self.topk < 1:
-            raise ValueError(f"handler.topk must be >= 1, got {self.topk}")
-        if self.max_image_pixels < 1:
-            raise ValueError(f"handler.max_image_pixels must be >= 1, got {self.max_image_pixels}")
-        if self.threads_per_worker < 0:
-            raise ValueError(f"handler.threads_per_worker must be >= 0, got {self.threads_per_worker}")
+            value = getattr(self, f.name)
+            expected = bool if f.type in (bool, "bool") else int
+            # bool is a subclass of int: `topk: true` must not pass as 1.
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ValueError(
+                    f"handler.{f.name} must be {'true or false' if expected is bool else 'an integer'}, got {value!r}"
+                )
+        for name in ("topk", "max_image_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"handler.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("threads_per_worker", "jpeg_draft_factor"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"handler.{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def from_model_config(cls, model_config: Mapping[str, Any]) -> "HandlerSettings":

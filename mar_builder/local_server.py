@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -58,6 +59,11 @@ def write_properties(path: Path, properties: Dict[str, str]) -> None:
     path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
 
 
+def store_only_urls(store: Path) -> str:
+    """An allowed_urls value admitting file:// URLs of archives in `store` only, escaped for .properties."""
+    return ("file://" + re.escape(str(store)) + r"/[^/]+\.mar").replace("\\", "\\\\")
+
+
 class TorchServeClient:
     """Inference and management calls with the bearer tokens from key_file.json."""
 
@@ -77,7 +83,7 @@ class TorchServeClient:
         )
 
     def token(self, api: str) -> str | None:
-        """The current key for "inference" or "management"; None when token auth is off."""
+        """The current key for "inference", "management" or "API" (/token only); None when token auth is off."""
         try:
             keys = json.loads(self.key_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
@@ -121,7 +127,21 @@ class TorchServeClient:
         )
 
     def ping(self) -> Response:
-        return self.request("GET", f"{self.inference_url}/ping", timeout=5)
+        # TorchServe 0.12 guards /ping with the inference key too.
+        return self.request("GET", f"{self.inference_url}/ping", api="inference", timeout=5)
+
+    def scale(self, model: str, workers: int, timeout: float = 300.0) -> Response:
+        """Set min and max workers of `model`; answers once TorchServe has started or stopped them."""
+        query = f"min_worker={workers}&max_worker={workers}&synchronous=true"
+        return self.request("PUT", f"{self.management_url}/models/{model}?{query}", api="management", timeout=timeout)
+
+    def rotate_key(self, api: str) -> Response:
+        """A new "inference" or "management" key in key_file.json; the old one stops working at once."""
+        return self.request("POST", f"{self.management_url}/token?type={api}", api="API", timeout=10)
+
+    def metrics(self) -> str:
+        """The Prometheus scrape of the metrics API (no key needed there)."""
+        return self.request("GET", f"{self.metrics_url}/metrics", timeout=10).body.decode()
 
     def describe(self, model: str) -> Response:
         return self.request("GET", f"{self.management_url}/models/{model}", api="management", timeout=10)
@@ -163,16 +183,29 @@ class LocalTorchServe:
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        inference, management, metrics = free_ports(3)
+        inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
         self.properties = read_properties()
         self.properties.update(
             {
                 "inference_address": f"http://127.0.0.1:{inference}",
                 "management_address": f"http://127.0.0.1:{management}",
                 "metrics_address": f"http://127.0.0.1:{metrics}",
+                # The gRPC APIs start too, on fixed ports (7070, 7071) unless told otherwise.
+                "grpc_inference_port": str(grpc_inference),
+                "grpc_management_port": str(grpc_management),
                 "model_store": str(Path(model_store).resolve()),
+                "allowed_urls": store_only_urls(Path(model_store).resolve()),
             }
         )
+        # The server runs in workdir: relative paths mean files in this repository.
+        if "metrics_config" in self.properties:
+            self.properties["metrics_config"] = str(REPO_ROOT / self.properties["metrics_config"])
+        if "vmargs" in self.properties:
+            self.properties["vmargs"] = re.sub(
+                r"(-Dlog4j\.configurationFile=)(?!/|file:)(\S+)",
+                lambda m: m.group(1) + str(REPO_ROOT / m.group(2)),
+                self.properties["vmargs"],
+            )
         self.properties.update(overrides or {})
         self.config = self.workdir / "config.properties"
         write_properties(self.config, self.properties)
@@ -182,9 +215,11 @@ class LocalTorchServe:
 
     def start(self, wait_for: Sequence[str] = ("classifier",), timeout: float = 180.0) -> "LocalTorchServe":
         env = dict(os.environ)
-        # TorchServe keeps its pid file in the temp dir: a private one lets several servers coexist.
+        # TorchServe keeps its pid file (TMPDIR) and its worker sockets (TEMP, as java.io.tmpdir) in
+        # the temp dir: a private one lets several servers coexist.
         env.update(
             TMPDIR=str(self.workdir),
+            TEMP=str(self.workdir),
             LOG_LOCATION=str(self.workdir / "logs"),
             METRICS_LOCATION=str(self.workdir / "logs"),
         )

@@ -1,8 +1,10 @@
 import base64
+import re
 import shutil
 
 import pytest
 import torch
+from bad_inputs import OCTET, bad_requests
 from classifier_handler import ClassifierHandler
 from fake_context import FakeContext
 from image_variants import encode, sample
@@ -107,5 +109,54 @@ def test_model_runs_on_the_workers_device(tiny_pt, tmp_path, device):
     handler = ClassifierHandler()
     handler.initialize(context)
     assert handler.device.type == device
-    assert next(handler.model.parameters()).device.type == device
+    # A frozen model has no parameters left to inspect: its weights must accept inputs on the device.
+    assert handler.model.classify(torch.zeros(1, 3, 224, 224, device=device)).device.type == device
     assert len(handler.handle([{"body": bytearray(CAT_JPEG)}], context.with_requests([{}]))[0]) == 2
+
+
+def test_every_bad_image_in_a_batch_fails_alone_and_the_good_ones_get_their_answers(tiny_pt):
+    handler, context = make_handler(tiny_pt)
+    alone = handler.handle([{"body": bytearray(CAT_JPEG)}], context.with_requests([{}]))[0]
+    bad = [case for case in bad_requests() if case.content_type == OCTET]
+    data, expected = [], {}
+    for case in bad:  # good, bad, good, bad, ...: every refusal sits between two answers
+        data.append({"body": bytearray(CAT_JPEG)})
+        expected[len(data)] = case
+        data.append({"body": bytearray(case.body)})
+    data.append({"body": bytearray(CAT_JPEG)})
+    answers = handler.handle(data, context.with_requests([{"Content-Type": OCTET}] * len(data)))
+    assert len(answers) == len(data)
+    assert set(context.statuses) == set(expected)
+    for idx, answer in enumerate(answers):
+        if idx not in expected:
+            assert answer == pytest.approx(alone, abs=1e-6)
+            continue
+        case = expected[idx]
+        assert context.statuses[idx][0] == case.status, case.name
+        assert answer["code"] == case.status and answer["type"] == case.type, case.name
+        assert re.search(case.message, answer["message"]), (case.name, answer["message"])
+
+
+@pytest.mark.parametrize("freeze, channels_last", [(False, False), (True, False), (False, True), (True, True)])
+def test_freezing_and_channels_last_change_speed_not_answers(tiny_pt, freeze, channels_last):
+    reference, context = make_handler(tiny_pt, topk=5, freeze=False, channels_last=False)
+    requests = [{"body": bytearray(CAT_JPEG)}, {"body": bytearray(SMALL_PNG)}]
+    expected = reference.handle(requests, context.with_requests([{}, {}]))
+    handler, context = make_handler(tiny_pt, topk=5, freeze=freeze, channels_last=channels_last)
+    assert handler.model.class_names == reference.class_names
+    for got, want in zip(handler.handle(requests, context.with_requests([{}, {}])), expected, strict=True):
+        assert got.keys() == want.keys()
+        assert got == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"freeze": 1}, "handler.freeze must be true or false, got 1"),
+        ({"topk": True}, "handler.topk must be an integer, got True"),
+        ({"jpeg_draft_factor": -1}, "handler.jpeg_draft_factor must be >= 0, got -1"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_refused(tiny_pt, setting, message):
+    with pytest.raises(ValueError, match=message):
+        make_handler(tiny_pt, **setting)

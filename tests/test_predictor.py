@@ -4,7 +4,7 @@ import torchvision.transforms as T
 from conftest import TinyCNN, class_names
 
 from mar_builder.export import script_predictor
-from mar_builder.predictor import Predictor
+from mar_builder.predictor import Predictor, UInt8Resize
 
 
 def test_scripted_matches_eager_on_uint8_and_float_batches(tiny_predictor):
@@ -54,7 +54,26 @@ def test_preprocess_matches_the_tutorials_transform_pipeline(tiny_predictor):
             T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
         ]
     )
-    torch.testing.assert_close(tiny_predictor().preprocess(image), reference(image))
+    predictor = tiny_predictor()
+    # The tutorial's ToTensor() floats take exactly T.Resize's path.
+    as_float = image.float() / 255
+    torch.testing.assert_close(predictor.preprocess(as_float), reference(as_float), atol=0, rtol=0)
+    # uint8 is resized as uint8: within one grey level of T.Resize, which is 2/255 after Normalize(0.5, 0.5).
+    torch.testing.assert_close(predictor.preprocess(image), reference(image), atol=2 / 255 + 1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(3, 300, 451), (3, 451, 300), (3, 31, 45), (2, 3, 100, 80)])
+def test_uint8_resize_matches_torchvision_within_one_grey_level(shape):
+    image = torch.randint(0, 256, shape, dtype=torch.uint8)
+    hwc_view = image.movedim(-3, -1).contiguous().movedim(-1, -3)  # how decoded images are laid out
+    expected = T.Resize([256])(image)
+    for resize in (UInt8Resize([256]), torch.jit.script(UInt8Resize([256]))):
+        for x in (image, hwc_view):
+            got = resize(x)
+            assert got.dtype == torch.uint8 and got.shape == expected.shape
+            assert (got.int() - expected.int()).abs().max() <= 1
+    as_float = image.float() / 255
+    assert torch.equal(UInt8Resize([256])(as_float), T.Resize([256])(as_float))
 
 
 def test_custom_sizes_and_normalization_are_used(tiny_predictor):
