@@ -23,14 +23,19 @@ RSS_GROWTH_LIMIT = 0.10  # the target: worker memory grows less than 10 % after 
 PROGRESS_EVERY_S = 30.0
 
 
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that declares width x height pixels and carries none: a decompression-bomb header."""
+def png_written_by_hand(width: int, height: int, bit_depth: int, color_type: int, idat: bytes) -> bytes:
+    """A PNG with exactly these header fields and pixel data, whatever they say: for odd and hostile inputs."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height pixels and carries none: a decompression-bomb header."""
+    return png_written_by_hand(width, height, 8, 2, zlib.compress(b""))  # 8-bit RGB
 
 
 def traffic() -> List[Shot]:

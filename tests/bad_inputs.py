@@ -5,9 +5,11 @@ import zlib
 from dataclasses import dataclass
 from typing import Dict, List
 
-from image_variants import encode, exif_rotated_jpeg, png_16bit_rgb, png_written_by_hand, sample
+from image_variants import encode, exif_rotated_jpeg, png_16bit_rgb, sample
 from PIL import Image
 from request_forms import multipart
+
+from mar_builder.soak import png_header, png_written_by_hand
 
 OCTET = "application/octet-stream"
 JSON = "application/json"
@@ -22,11 +24,6 @@ class BadRequest:
     status: int
     type: str
     message: str  # a regular expression the JSON body's message must match
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A PNG header that declares width x height, with no pixel data behind it."""
-    return png_written_by_hand(width, height, 8, 2, zlib.compress(b""))
 
 
 def png_bomb(side: int = 30000) -> bytes:
@@ -63,7 +60,7 @@ def bad_requests() -> List[BadRequest]:
         BadRequest("PDF", encode(cat, "PDF"), OCTET, 400, "InvalidImage", "first bytes 25 50 44 46"),
         BadRequest("TGA", encode(cat, "TGA"), OCTET, 400, "InvalidImage", SUPPORTED),
         BadRequest(
-            "zero-width PNG", png_declaring(0, 300), OCTET, 400, "InvalidImage", r"^image has no pixels \(0x300\)$"
+            "zero-width PNG", png_header(0, 300), OCTET, 400, "InvalidImage", r"^image has no pixels \(0x300\)$"
         ),
         BadRequest(
             "4020x20 strip", encode(Image.new("RGB", (4020, 20)), "PNG"), OCTET, 400, "InvalidImage", "beyond 200:1"
@@ -78,7 +75,7 @@ def bad_requests() -> List[BadRequest]:
         BadRequest("30000x30000 PNG bomb", png_bomb(), OCTET, 413, "ImageTooLarge", "^image declares 900000000 pixels"),
         BadRequest(
             "8000x6000 PNG header",
-            png_declaring(8000, 6000),
+            png_header(8000, 6000),
             OCTET,
             413,
             "ImageTooLarge",

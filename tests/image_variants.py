@@ -1,13 +1,14 @@
 """Encoded test images built from the shipped samples: every format and mode the handler promises."""
 
 import io
-import struct
 import zlib
 from pathlib import Path
 from typing import Dict
 
 import numpy as np
 from PIL import Image
+
+from mar_builder.soak import png_written_by_hand
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 EXIF_ORIENTATION = 0x0112
@@ -26,15 +27,6 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
 def png_16bit_gray(image: Image.Image) -> bytes:
     values = np.asarray(image.convert("L"), dtype=np.uint16) * 257  # full 16-bit range
     return encode(Image.fromarray(values), "PNG")
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_written_by_hand(width: int, height: int, bit_depth: int, color_type: int, idat: bytes) -> bytes:
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def png_16bit_rgb(image: Image.Image) -> bytes:

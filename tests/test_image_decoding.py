@@ -6,12 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bad_inputs import png_declaring
 from image_decoding import DEFAULT_MAX_PIXELS, decode_image
 from image_fuzz import mutations
 from image_variants import all_variants, encode, exif_rotated_jpeg, sample
 from PIL import Image
 from request_errors import ImageTooLarge, InvalidImage
+
+from mar_builder.soak import png_header
 
 CAT = sample("chelsea.png")  # 451x300
 
@@ -77,7 +78,7 @@ def test_animated_gif_and_multipage_tiff_use_the_first_frame():
 @pytest.mark.parametrize("width, height", [(30000, 30000), (8000, 6000)])
 def test_too_many_pixels_is_refused_from_the_header(width, height):
     with pytest.raises(ImageTooLarge, match=f"image (is {width}x{height} = |declares ){width * height} pixels"):
-        decode_image(png_declaring(width, height))
+        decode_image(png_header(width, height))
 
 
 def test_pixel_limit_is_configurable():
@@ -111,7 +112,7 @@ def test_extreme_aspect_ratio_is_refused():
 
 def test_zero_width_png_is_refused_with_its_size():
     with pytest.raises(InvalidImage, match=r"^image has no pixels \(0x300\)$"):
-        decode_image(png_declaring(0, 300))
+        decode_image(png_header(0, 300))
 
 
 BOMB_PEAK_RSS = """
