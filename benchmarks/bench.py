@@ -2,7 +2,8 @@
 
 One invocation measures everything on this machine and prints ratios, which survive a noisy machine
 better than absolute numbers. The load generator is mar_builder.load (threads in this process, one
-request after another per client); its own CPU use is measured and printed.
+request after another per client). Its CPU use is measured and printed, and so are the TorchServe
+frontend's and the workers': on a machine this small, what the first two take the workers lack.
 """
 
 import argparse
@@ -15,12 +16,13 @@ import time
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
+import psutil
 from PIL import Image
 
 from benchmarks.in_process import load_handler, machine_limit
-from benchmarks.large_photos import jpeg_of, reduced_vs_full_decode
+from benchmarks.large_photos import DraftTradeoff, draft_tradeoffs, handle_ms, jpeg_of
 from benchmarks.stock_archive import STOCK_NAME, build_stock_archive, captum_installed
 from mar_builder.cli import main as build_main
 from mar_builder.load import Load, Shot, percentile, photo_shots
@@ -28,6 +30,8 @@ from mar_builder.local_server import LocalTorchServe, TorchServeClient
 
 logger = logging.getLogger("benchmarks")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+# handler.jpeg_draft_factor values compared on 12 MP photos: 1/2, 1/4 and 1/8 scale for them, and full.
+DRAFT_FACTORS = (4, 2, 1, 0)
 
 
 @dataclass(frozen=True)
@@ -39,18 +43,35 @@ class Row:
     p99_ms: float
     errors: int
     client_cpu: float  # the load generator's CPU time over the window, as a fraction of one core
+    frontend_cpu: float  # TorchServe's frontend (the JVM), likewise
+    workers_cpu: float  # the model's worker processes together, likewise
     limit: float = 0.0  # (a) measured right before and right after this row, averaged
 
 
+def server_cpu_seconds(server: LocalTorchServe) -> Tuple[float, float]:
+    """CPU seconds used so far by the server's frontend (the JVM) and by its Python processes (the workers)."""
+    frontend = workers = 0.0
+    for process in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            used, name = sum(process.cpu_times()[:2]), process.name()
+        except psutil.NoSuchProcess:
+            continue
+        if name == "java":
+            frontend += used
+        else:
+            workers += used
+    return frontend, workers
+
+
 def measure(
-    client: TorchServeClient, model: str, shots: Sequence[Shot], clients: int, warmup: float, seconds: float, setup: str
+    server: LocalTorchServe, model: str, shots: Sequence[Shot], clients: int, warmup: float, seconds: float, setup: str
 ) -> Row:
     """Closed-loop load: `clients` clients back to back; counts what completes inside the window after warm-up."""
-    with Load(client, model, shots, clients=clients, timeout=120) as load:
+    with Load(server.client, model, shots, clients=clients, timeout=120) as load:
         time.sleep(warmup)
-        start, cpu_start = time.monotonic(), time.process_time()
+        start, cpu_start, server_start = time.monotonic(), time.process_time(), server_cpu_seconds(server)
         time.sleep(seconds)
-        end, cpu_end = time.monotonic(), time.process_time()
+        end, cpu_end, server_end = time.monotonic(), time.process_time(), server_cpu_seconds(server)
     window = [o for o in load.outcomes() if start <= o.ended <= end]
     latencies = [o.latency * 1000 for o in window if o.status == 200]
     return Row(
@@ -61,15 +82,13 @@ def measure(
         percentile(latencies, 99),
         sum(o.status != 200 for o in window),
         (cpu_end - cpu_start) / (end - start),
+        (server_end[0] - server_start[0]) / (end - start),
+        (server_end[1] - server_start[1]) / (end - start),
     )
 
 
-def large_photo_latency(client: TorchServeClient, photos: Sequence[bytes], rounds: int) -> dict:
+def large_photo_latency(client: TorchServeClient, sizes: Dict[str, List[bytes]], rounds: int) -> dict:
     """p50 latency of 12-megapixel and 600x400 JPEGs of the same photos, sent one at a time, alternating."""
-    sizes = {
-        "12 MP": [jpeg_of(Image.open(p), 12) for p in photos],
-        "600x400": [jpeg_of(Image.open(p), 0.24) for p in photos],
-    }
     latencies = {name: [] for name in sizes}
     for i in range(rounds + 1):
         for name, jpegs in sizes.items():
@@ -96,24 +115,28 @@ def run(args: argparse.Namespace) -> List[str]:
     sample_paths = [Path(__file__).resolve().parent.parent / "samples" / s.kind for s in shots]
 
     bodies = [s.body for s in shots]
-    handler, context = load_handler(pt_path)
-    agreement = [reduced_vs_full_decode(handler, context, jpeg_of(Image.open(p), 12)) for p in sample_paths]
+    photos = [Image.open(p) for p in sample_paths]
+    large = {"12 MP": [jpeg_of(p, 12) for p in photos], "600x400": [jpeg_of(p, 0.24) for p in photos]}
+    logger.info("(d) in process: the 12 MP photos at each jpeg_draft_factor")
+    tradeoffs = draft_tradeoffs(pt_path, large["12 MP"], DRAFT_FACTORS, args.large_rounds)
+    handler, context = load_handler(pt_path, {"threads_per_worker": 1})
+    small_ms = handle_ms(handler, context, large["600x400"], args.large_rounds)
 
     # This shared machine's speed drifts by 10-20 % within minutes: (a) is measured before and after
     # each of our rows, and each row is compared with the mean of the two around it.
     logger.info("(a) in-process limit, %.0f s on one thread", args.limit_seconds)
     limits = [machine_limit(pt_path, bodies, args.limit_seconds)]
     rows: List[Row] = []
-    with LocalTorchServe(workdir / "ours", store) as server:
+    with LocalTorchServe(workdir / "ours", store, overrides=dict(args.set)) as server:
         warm_up(server.client, "classifier", shots, 2 * args.warmup)
         for clients in args.clients:
             logger.info("(b) ours, %d clients", clients)
-            row = measure(server.client, "classifier", shots, clients, args.warmup, args.seconds, "ours")
+            row = measure(server, "classifier", shots, clients, args.warmup, args.seconds, "ours")
             logger.info("(a) again")
             limits.append(machine_limit(pt_path, bodies, args.limit_seconds))
             rows.append(replace(row, limit=(limits[-2] + limits[-1]) / 2))
         logger.info("(d) large photos")
-        large = large_photo_latency(server.client, sample_paths, args.large_rounds)
+        latency = large_photo_latency(server.client, large, args.large_rounds)
     overall = sum(limits) / len(limits)
     stock = LocalTorchServe(workdir / "stock", store, models=[f"{STOCK_NAME}={STOCK_NAME}.mar"])
     stock.start(wait_for=[STOCK_NAME])
@@ -121,11 +144,12 @@ def run(args: argparse.Namespace) -> List[str]:
         warm_up(stock.client, STOCK_NAME, shots, 2 * args.warmup)
         for clients in args.clients:
             logger.info("(c) stock image_classifier, %d clients", clients)
-            row = measure(stock.client, STOCK_NAME, shots, clients, args.warmup, args.seconds, "stock")
+            row = measure(stock, STOCK_NAME, shots, clients, args.warmup, args.seconds, "stock")
             rows.append(replace(row, limit=overall))
     finally:
         stock.stop()
-    return report(limits, rows, large, agreement, sample_paths)
+    factor = handler.settings.jpeg_draft_factor
+    return report(limits, rows, latency, tradeoffs, small_ms, factor, sample_paths, args.set)
 
 
 def warm_up(client: TorchServeClient, model: str, shots: Sequence[Shot], seconds: float) -> None:
@@ -136,7 +160,14 @@ def warm_up(client: TorchServeClient, model: str, shots: Sequence[Shot], seconds
 
 
 def report(
-    limits: Sequence[float], rows: Sequence[Row], large: dict, agreement: Sequence[tuple], photos: Sequence[Path]
+    limits: Sequence[float],
+    rows: Sequence[Row],
+    large: dict,
+    tradeoffs: Sequence[DraftTradeoff],
+    small_ms: float,
+    default_factor: int,
+    photos: Sequence[Path],
+    settings: Sequence[Tuple[str, str]] = (),
 ) -> List[str]:
     cores = os.cpu_count() or 1
     limit = sum(limits) / len(limits)
@@ -147,13 +178,16 @@ def report(
         f"(a) in-process limit: {limit:.1f} photos/s on average ({limit / cores:.1f} per core x {cores} cores); "
         f"measured {', '.join(f'{x:.1f}' for x in limits)}: before our first row and after each",
         "",
-        "| setup | clients | photos/s | p50 ms | p99 ms | errors | load generator CPU | vs limit (a) |",
+        "| setup | clients | photos/s | p50 ms | p99 ms | errors | CPU (% of a core): load generator, "
+        "frontend, workers | vs limit (a) |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    if settings:  # a lever being measured: the run is not the project's defaults
+        lines[1:1] = ["", "Changed for our server in this run: " + ", ".join(f"`{k}={v}`" for k, v in settings)]
     for r in rows:
         lines.append(
             f"| {r.setup} | {r.clients} | {r.rps:.1f} | {r.p50_ms:.0f} | {r.p99_ms:.0f} | {r.errors} | "
-            f"{100 * r.client_cpu:.0f} % of a core | {r.rps / r.limit:.2f} |"
+            f"{100 * r.client_cpu:.0f}, {100 * r.frontend_cpu:.0f}, {100 * r.workers_cpu:.0f} | {r.rps / r.limit:.2f} |"
         )
     ours = {r.clients: r for r in rows if r.setup == "ours"}
     stock = {r.clients: r for r in rows if r.setup == "stock"}
@@ -167,13 +201,32 @@ def report(
         )
     ratio = large["12 MP"] / large["600x400"]
     lines.append(f"- (d) 12 MP JPEG p50 {large['12 MP']:.0f} ms vs 600x400 p50 {large['600x400']:.0f} ms: {ratio:.2f}x")
-    for path, (same_top1, difference, margin, answer) in zip(photos, agreement, strict=True):
+    default = next(t for t in tradeoffs if t.factor == default_factor)
+    for path, (same_top1, difference, margin, answer) in zip(photos, default.agreement, strict=True):
         verdict = "same as" if same_top1 else "differs from"
         lines.append(
             f"  - {path.name} at 12 MP: top-1 {next(iter(answer))!r} {verdict} a full-resolution decode "
             f"(whose top-1 leads by {margin:.3f}); largest probability difference {difference:.4f}"
         )
+    lines.append(
+        f"- (d) in process on one thread, the 12 MP photos at each `jpeg_draft_factor`, against the 600x400 "
+        f"photos' whole path (decode, preprocess, classify: {small_ms:.0f} ms):"
+    )
+    for t in tradeoffs:
+        lines.append(
+            f"  - {t.factor}{' (the default)' if t.factor == default_factor else ''}: decoded at {t.decoded_size} "
+            f"in {t.decode_ms:.0f} ms; whole path {t.handle_ms:.0f} ms ({t.handle_ms / small_ms:.1f}x); "
+            f"probabilities within {t.difference:.4f} of a full-resolution decode, same top-1 for "
+            f"{t.same_top1} of {len(t.agreement)}"
+        )
     return lines
+
+
+def server_setting(text: str) -> Tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,6 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--warmup", type=float, default=10.0, help="unmeasured seconds before each window (default: %(default)s)"
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8], help="concurrent clients (default: 1 4 8)")
+    parser.add_argument(
+        "--set",
+        type=server_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config.properties setting for our server, to measure a lever, e.g. vmargs=... (repeatable)",
+    )
     parser.add_argument(
         "--large-rounds", type=int, default=5, help="rounds of large vs small photos (default: %(default)s)"
     )

@@ -2,7 +2,11 @@
 
 import io
 import math
-from typing import Any, Dict, Tuple
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -38,3 +42,66 @@ def reduced_vs_full_decode(handler: Any, context: Any, jpeg: bytes) -> Tuple[boo
     same_top1 = next(iter(answer)) == max(full_answer, key=full_answer.get)
     difference = max(abs(p - full_answer[label]) for label, p in answer.items())
     return same_top1, difference, first - second, answer
+
+
+@dataclass(frozen=True)
+class DraftTradeoff:
+    """What one `jpeg_draft_factor` costs and moves on 12 MP JPEGs, in process on one thread."""
+
+    factor: int
+    decoded_size: str  # the first photo as decoded, e.g. "1062x707"
+    decode_ms: float  # median over photos and rounds
+    handle_ms: float  # the whole in-process path (decode, preprocess, classify), median
+    difference: float  # largest probability difference from a full-resolution decode, over the photos
+    same_top1: int  # photos whose top-1 is that of a full-resolution decode
+    agreement: Tuple[Tuple[bool, float, float, Dict[str, float]], ...]  # reduced_vs_full_decode, per photo
+
+
+def median_ms(action: Any, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def handle_ms(handler: Any, context: Any, jpegs: Sequence[bytes], rounds: int) -> float:
+    """Median in-process time of one request: decode, preprocess and classify."""
+    requests = [[{"body": bytearray(jpeg)}] for jpeg in jpegs]
+    return statistics.median(
+        median_ms(lambda r=request: handler.handle(r, context.with_requests([{}])), rounds) for request in requests
+    )
+
+
+def decode_ms(handler: Any, jpegs: Sequence[bytes], rounds: int) -> float:
+    """Median time of the handler's decode alone, at its draft factor."""
+    from image_decoding import decode_image
+
+    limit, min_side = handler.settings.max_image_pixels, handler.decode_min_side
+    return statistics.median(median_ms(lambda j=jpeg: decode_image(j, limit, min_side), rounds) for jpeg in jpegs)
+
+
+def draft_tradeoffs(pt_path: Path, jpegs: Sequence[bytes], factors: Sequence[int], rounds: int) -> List[DraftTradeoff]:
+    """Each factor's decode time, whole-path time and distance from a full-resolution decode."""
+    from image_decoding import decode_image
+
+    from benchmarks.in_process import load_handler
+
+    tradeoffs = []
+    for factor in factors:
+        handler, context = load_handler(pt_path, {"jpeg_draft_factor": factor, "threads_per_worker": 1})
+        agreement = tuple(reduced_vs_full_decode(handler, context, jpeg) for jpeg in jpegs)
+        _, height, width = decode_image(jpegs[0], handler.settings.max_image_pixels, handler.decode_min_side).shape
+        tradeoffs.append(
+            DraftTradeoff(
+                factor,
+                f"{width}x{height}",
+                decode_ms(handler, jpegs, rounds),
+                handle_ms(handler, context, jpegs, rounds),
+                max(difference for _, difference, _, _ in agreement),
+                sum(same for same, _, _, _ in agreement),
+                agreement,
+            )
+        )
+    return tradeoffs
