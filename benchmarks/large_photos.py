@@ -52,9 +52,17 @@ class DraftTradeoff:
     decoded_size: str  # the first photo as decoded, e.g. "1062x707"
     decode_ms: float  # median over photos and rounds
     handle_ms: float  # the whole in-process path (decode, preprocess, classify), median
-    difference: float  # largest probability difference from a full-resolution decode, over the photos
-    same_top1: int  # photos whose top-1 is that of a full-resolution decode
     agreement: Tuple[Tuple[bool, float, float, Dict[str, float]], ...]  # reduced_vs_full_decode, per photo
+
+    @property
+    def difference(self) -> float:
+        """The largest probability difference from a full-resolution decode, over the photos."""
+        return max(difference for _, difference, _, _ in self.agreement)
+
+    @property
+    def same_top1(self) -> int:
+        """Photos whose top-1 is that of a full-resolution decode."""
+        return sum(same for same, _, _, _ in self.agreement)
 
 
 def median_ms(action: Any, rounds: int) -> float:
@@ -91,7 +99,6 @@ def draft_tradeoffs(pt_path: Path, jpegs: Sequence[bytes], factors: Sequence[int
     tradeoffs = []
     for factor in factors:
         handler, context = load_handler(pt_path, {"jpeg_draft_factor": factor, "threads_per_worker": 1})
-        agreement = tuple(reduced_vs_full_decode(handler, context, jpeg) for jpeg in jpegs)
         _, height, width = decode_image(jpegs[0], handler.settings.max_image_pixels, handler.decode_min_side).shape
         tradeoffs.append(
             DraftTradeoff(
@@ -99,9 +106,7 @@ def draft_tradeoffs(pt_path: Path, jpegs: Sequence[bytes], factors: Sequence[int
                 f"{width}x{height}",
                 decode_ms(handler, jpegs, rounds),
                 handle_ms(handler, context, jpegs, rounds),
-                max(difference for _, difference, _, _ in agreement),
-                sum(same for same, _, _, _ in agreement),
-                agreement,
+                tuple(reduced_vs_full_decode(handler, context, jpeg) for jpeg in jpegs),
             )
         )
     return tradeoffs
