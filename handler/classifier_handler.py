@@ -80,7 +80,9 @@ class ClassifierHandler:
                 responses[idx] = self._refuse(context, idx, error)
         if images:
             with metrics.predicting():
-                batch = torch.stack(images).contiguous(memory_format=self.memory_format)
+                batch = torch.stack(images)
+                if batch.dim() == 4:  # preprocessed images; a wrapped classifier's preprocess gives probability rows
+                    batch = batch.contiguous(memory_format=self.memory_format)
                 probabilities = self.model.classify(batch).cpu()
                 top_p, top_i = probabilities.topk(self.topk, dim=1)
             for row, idx in enumerate(positions):

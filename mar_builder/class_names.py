@@ -2,12 +2,15 @@
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 from .errors import ClassNamesError
 
 logger = logging.getLogger(__name__)
+
+SHOWN_NAMES = 3  # the build log lists this many class names from each end
 
 
 def read_class_names(path: Path) -> List[str]:
@@ -34,6 +37,8 @@ def read_class_names(path: Path) -> List[str]:
 def class_names_from_dir(directory: Path) -> List[str]:
     """The sorted subfolder names of `directory`, numbered exactly as torchvision's ImageFolder numbers them."""
     directory = Path(directory)
+    if not directory.exists():
+        raise ClassNamesError(f"class names: {directory} does not exist")
     if not directory.is_dir():
         raise ClassNamesError(f"class names: {directory} is not a directory")
     from torchvision.datasets.folder import find_classes
@@ -98,6 +103,7 @@ def _from_json(data: Any, path: Path) -> List[str]:
     if not isinstance(data, dict):
         raise ClassNamesError(f"class names: {path} holds a JSON {type(data).__name__}; expected a list or an object")
     by_index: Dict[int, Any] = {}
+    ids: Dict[int, str] = {}  # TorchServe's ["n01440764", "tench"] values carry an id before the name
     for key, value in data.items():
         try:
             index = int(key)
@@ -108,6 +114,8 @@ def _from_json(data: Any, path: Path) -> List[str]:
                 f'class names: {path}: key {key!r} is not a class index; expected {{"0": "name", ...}}'
             )
         by_index[index] = value[-1] if isinstance(value, list) and value else value
+        if isinstance(value, list) and len(value) > 1:
+            ids[index] = str(value[0])
     missing = sorted(set(range(len(by_index))) - set(by_index))
     if missing:
         shown = ", ".join(str(i) for i in missing[:5])
@@ -115,4 +123,32 @@ def _from_json(data: Any, path: Path) -> List[str]:
             f"class names: {path}: the keys must be the indices 0..{len(by_index) - 1} with none left out; "
             f"missing {shown}, highest is {max(by_index)}"
         )
-    return validate_class_names([by_index[i] for i in range(len(by_index))], str(path))
+    return validate_class_names(distinct_names([by_index[i] for i in range(len(by_index))], ids, path), str(path))
+
+
+def distinct_names(names: List[Any], ids: Dict[int, str], path: Path) -> List[Any]:
+    """`names` with every repeated one suffixed by its id (or its index): "crane (n02012849)".
+
+    A top-k answer is a JSON object, which cannot hold two equal labels; ImageNet's own
+    index_to_name.json names two classes "crane" (134 and 517).
+    """
+    counts = Counter(name for name in names if isinstance(name, str))
+    repeated = {name for name, count in counts.items() if count > 1}
+    if not repeated:
+        return names
+    renamed = [f"{name} ({ids.get(i, i)})" if name in repeated else name for i, name in enumerate(names)]
+    changes = [f"{i}: {renamed[i]!r}" for i, name in enumerate(names) if name in repeated]
+    logger.warning("%s names some classes alike; made distinct: %s", path, ", ".join(changes))
+    return renamed
+
+
+def log_class_names(names: Sequence[str], shown: int = SHOWN_NAMES) -> None:
+    """Log how many classes will be served and the first and last few in index order, so that a wrong
+    order (ImageFolder's sorted order against the training order) shows at build time."""
+    if len(names) <= 2 * shown:
+        listed = ", ".join(f"{i}: {name}" for i, name in enumerate(names))
+    else:
+        first = ", ".join(f"{i}: {names[i]}" for i in range(shown))
+        last = ", ".join(f"{i}: {names[i]}" for i in range(len(names) - shown, len(names)))
+        listed = f"{first}, ..., {last}"
+    logger.info("serving %d classes, in output order: %s", len(names), listed)

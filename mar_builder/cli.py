@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Sequence
 
 from .archive import REPO_ROOT, pack_archive
+from .class_names import log_class_names
 from .constants import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, DEFAULT_TOPK
 from .default_model import imagenet_class_names, load_default_model
 from .errors import ExportError, SettingsError, first_line
 from .export import export_predictor
 from .model_flags import add_model_flags, user_model_from_args
-from .model_sources import check_exported_pt
+from .model_sources import check_exported_pt, is_exported_predictor, load_pt
 from .predictor import Predictor
+from .rebuild import rebuild_predictor
+from .scripted_classifier import check_scripted_classifier, export_adapter
 from .user_model import build_predictor as build_user_predictor
 
 logger = logging.getLogger("mar_builder")
@@ -51,18 +54,43 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
     start = time.perf_counter()
     user_model = user_model_from_args(args)  # checks the flags first, --pt's included
     if args.pt is not None:
-        class_names = check_exported_pt(args.pt)
-        _copy_atomically(args.pt, output)
-        logger.info("%s is a working Predictor with %d classes; used as it is", args.pt, len(class_names))
+        write_from_pt(args.pt, output, args.rebuild)
         return
     if user_model is None:
         # The default network cannot be scripted (namedtuple block args), so it is always traced.
         predictor, trace = build_predictor(), True
     else:
         predictor, trace = build_user_predictor(user_model), args.trace
+    log_class_names(predictor.class_names)
     method = export_predictor(predictor, output, trace=trace)
     logger.info(
         "exported %s (inner network %s), verified against eager, in %.1f s", output, method, time.perf_counter() - start
+    )
+
+
+def write_from_pt(pt: Path, output: Path, rebuild: bool) -> None:
+    """--pt: our own Predictor is copied as it is; any other scripted classifier is wrapped so that the
+    handler serves it through its own forward, or with --rebuild exported as our Predictor."""
+    module = load_pt(pt)
+    if is_exported_predictor(module):
+        if rebuild:
+            raise SettingsError(f"--rebuild: {pt} is already a Predictor exported by this tool; drop --rebuild")
+        class_names = check_exported_pt(pt, module)
+        log_class_names(class_names)
+        _copy_atomically(pt, output)
+        logger.info("%s is a working Predictor with %d classes; used as it is", pt, len(class_names))
+        return
+    class_names = check_scripted_classifier(module, pt)
+    log_class_names(class_names)
+    if rebuild:
+        method = export_predictor(rebuild_predictor(module, class_names, pt), output)
+        logger.info("rebuilt %s as this tool's Predictor (inner network %s), verified against eager", pt, method)
+        return
+    export_adapter(module, class_names, output)
+    logger.info(
+        "%s is not a Predictor of this tool: served through its own forward, one image at a time "
+        "(--rebuild exports it as this tool's Predictor, batched)",
+        pt,
     )
 
 

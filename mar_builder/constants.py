@@ -14,3 +14,7 @@ DEFAULT_TOPK = 5
 # Your own model: the normalization that torchvision's and most ImageNet-style training recipes use.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# resize_size of a wrapped TorchScript classifier (--pt): it resizes inside its own forward, so the
+# handler must never decode a JPEG at reduced scale for it; no image's short side reaches this.
+FULL_DECODE_RESIZE_SIZE = 2**31 - 1

@@ -45,7 +45,8 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         "--pt",
         type=Path,
         metavar="EXPORTED.pt",
-        help="a Predictor already exported by this tool: checked, then packed as it is",
+        help="a TorchScript classifier with class_names, such as the tutorial's scripted Predictor: checked, "
+        "then served through its own forward (a Predictor exported by this tool is packed as it is)",
     )
     source.add_argument(
         "--model-kwargs", metavar="JSON", help="keyword arguments for --model-file, e.g. '{\"num_classes\": 5}'"
@@ -83,6 +84,12 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     preprocessing.add_argument("--resize", type=int, metavar="PIXELS", help="resize the short side (default: 256)")
     preprocessing.add_argument("--crop", type=int, metavar="PIXELS", help="then crop the centre (default: 224)")
     source.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="with --pt: read a tutorial-style Predictor's network and Resize/CenterCrop/Normalize and export "
+        "this tool's Predictor from them (batched, faster), verified against the file's own forward",
+    )
+    source.add_argument(
         "--trace", action="store_true", help="trace the inner network; by default scripting is tried first"
     )
 
@@ -95,6 +102,8 @@ def user_model_from_args(args: argparse.Namespace) -> UserModel | None:
         if extra:
             raise SettingsError(f"--pt packs an exported Predictor as it is; drop {', '.join(extra)}")
         return None
+    if args.rebuild:
+        raise SettingsError("--rebuild reads a scripted Predictor: it goes with --pt FILE.pt")
     if not given:
         return None
     if not any(getattr(args, dest) is not None for dest in NETWORK_FLAGS):

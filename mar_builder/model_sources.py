@@ -17,10 +17,10 @@ from torch import nn
 from .class_names import validate_class_names
 from .errors import ModelSourceError, first_line
 from .export import random_images, torchscript_deprecation_acknowledged
+from .scripted_classifier import PROBABILITY_TOLERANCE, check_scripted_classifier
 
 # What the handler uses of an exported Predictor; a .pt without them cannot be served.
 PREDICTOR_ATTRIBUTES = ("class_names", "preprocess", "classify", "resize_size")
-PROBABILITY_TOLERANCE = 1e-3  # how far from 1 a row of probabilities may sum
 
 
 def classification_architectures() -> List[str]:
@@ -104,26 +104,42 @@ def build_from_model_file(spec: str, kwargs: Dict[str, Any]) -> nn.Module:
     return network
 
 
-def check_exported_pt(path: Path) -> List[str]:
-    """Check that `path` is a Predictor exported by this tool and return its class names.
-
-    It must reload, carry what the handler uses (class_names, preprocess, classify, resize_size),
-    and turn random images of several sizes into one probability per class name, the same through
-    `forward` as through `preprocess` + `classify`.
-    """
+def load_pt(path: Path) -> torch.jit.ScriptModule:
+    """`path` loaded with torch.jit.load onto the CPU (a .pt saved on a GPU included); ModelSourceError if it is not
+    TorchScript (a checkpoint gets a hint towards --weights)."""
     path = Path(path)
     if not path.is_file():
         raise ModelSourceError(f"--pt: {path}: {'not a file' if path.exists() else 'no such file'}")
     try:
         with torchscript_deprecation_acknowledged():
-            module = torch.jit.load(str(path), map_location="cpu")
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
         hint = "; it is a checkpoint: pass it as --weights, with --arch or --model-file" if _is_checkpoint(path) else ""
         raise ModelSourceError(f"--pt: {path} is not a TorchScript file ({first_line(e)}){hint}") from e
+
+
+def is_exported_predictor(module: torch.jit.ScriptModule) -> bool:
+    """Whether `module` has any of what this tool's Predictor adds (preprocess, classify, resize_size);
+    a module with none of them is someone else's classifier, served through its own forward."""
+    return any(hasattr(module, attribute) for attribute in PREDICTOR_ATTRIBUTES if attribute != "class_names")
+
+
+def check_exported_pt(path: Path, module: torch.jit.ScriptModule | None = None) -> List[str]:
+    """Check that `path` is a working classifier and return its class names.
+
+    A Predictor exported by this tool must carry what the handler uses (class_names, preprocess,
+    classify, resize_size) and turn random images of several sizes into one probability per class
+    name, the same through `forward` as through `preprocess` + `classify`. Any other TorchScript
+    module is checked by scripted_classifier.check_scripted_classifier.
+    """
+    path = Path(path)
+    module = load_pt(path) if module is None else module
+    if not is_exported_predictor(module):
+        return check_scripted_classifier(module, path)
     missing = [attribute for attribute in PREDICTOR_ATTRIBUTES if not hasattr(module, attribute)]
     if missing:
         raise ModelSourceError(
-            f"--pt: {path} is not a Predictor exported by this tool (it has no {', '.join(missing)}); "
+            f"--pt: {path} is not a complete Predictor exported by this tool (it has no {', '.join(missing)}); "
             "re-export it with `python -m mar_builder export` and --arch or --model-file"
         )
     class_names = validate_class_names(list(module.class_names), f"{path}'s class_names")

@@ -1,0 +1,117 @@
+"""--rebuild: a tutorial-style scripted Predictor read back into this tool's own Predictor (network + transforms)."""
+
+import logging
+from pathlib import Path
+from typing import Any, List, Sequence
+
+import torch
+import torchvision.transforms as T
+
+from .errors import ModelSourceError
+from .export import random_images, torchscript_deprecation_acknowledged
+from .predictor import Predictor
+from .scripted_classifier import to_tensor
+
+logger = logging.getLogger(__name__)
+
+# The transforms the tutorial's Predictor holds, in its order, as torchvision names its modules.
+TUTORIAL_TRANSFORMS = ("Resize", "CenterCrop", "ConvertImageDtype", "Normalize")
+# Our Predictor resizes uint8 pixels where the tutorial resizes floats: within one grey level, so the
+# probabilities move a little. More than this and the rebuilt Predictor is refused.
+REBUILD_TOLERANCE = 0.01
+
+
+def rebuild_predictor(module: torch.jit.ScriptModule, class_names: Sequence[str], path: Path) -> Predictor:
+    """Our Predictor with `module`'s inner network (`model`) and the parameters of its `transforms`
+    (Resize([s]) bilinear antialiased, CenterCrop(c), ConvertImageDtype(float), Normalize(mean, std)).
+
+    Raises ModelSourceError naming what cannot be read, and when the rebuilt Predictor's
+    probabilities differ from `module`'s own by more than REBUILD_TOLERANCE on random images.
+    """
+    network = getattr(module, "model", None)
+    transforms = getattr(module, "transforms", None)
+    if not isinstance(network, torch.nn.Module) or not isinstance(transforms, torch.nn.Module):
+        raise ModelSourceError(
+            f"--rebuild: {path} has no `model` and `transforms` submodules as the tutorial's Predictor has; "
+            "drop --rebuild to serve it through its own forward"
+        )
+    steps = list(transforms.children())
+    found = [_name(step) for step in steps]
+    if tuple(found) != TUTORIAL_TRANSFORMS:
+        raise ModelSourceError(
+            f"--rebuild: {path}'s transforms are {', '.join(found) or 'empty'}, not {', '.join(TUTORIAL_TRANSFORMS)}; "
+            "drop --rebuild to serve it through its own forward"
+        )
+    resize, crop, _, normalize = steps  # ConvertImageDtype: the comparison below catches another dtype
+    resize_size = _resize_size(resize, path)
+    crop_size = _square(crop.size, "CenterCrop", path)
+    mean, std = _floats(normalize.mean, "mean", path), _floats(normalize.std, "std", path)
+    logger.info(
+        "--rebuild: read from %s: resize %d, crop %d, mean %s, std %s, its network %s",
+        path,
+        resize_size,
+        crop_size,
+        mean,
+        std,
+        _name(network),
+    )
+    try:
+        predictor = Predictor(network, class_names, mean, std, resize_size, crop_size)
+    except ValueError as e:
+        raise ModelSourceError(f"--rebuild: {path}: {e}; drop --rebuild") from e
+    difference = largest_difference(predictor, module)
+    if difference > REBUILD_TOLERANCE:
+        raise ModelSourceError(
+            f"--rebuild: the rebuilt Predictor's probabilities differ from {path}'s own by up to {difference:.4f} "
+            f"(more than {REBUILD_TOLERANCE}): its forward does more than the tutorial's; drop --rebuild"
+        )
+    logger.info("--rebuild: probabilities within %.2g of %s's own forward on random images", difference, path)
+    return predictor
+
+
+def largest_difference(predictor: Predictor, module: torch.jit.ScriptModule) -> float:
+    """The largest probability difference between `predictor` on uint8 images and `module` on the same as floats."""
+    differences: List[float] = []
+    with torch.no_grad():
+        for image in random_images():
+            ours, theirs = predictor(image.unsqueeze(0)), module(to_tensor(image))
+            differences.append(float((ours - theirs).abs().max()))
+    return max(differences)
+
+
+def _name(module: Any) -> str:
+    return str(getattr(module, "original_name", type(module).__name__))
+
+
+def _resize_size(resize: Any, path: Path) -> int:
+    size = list(resize.size) if isinstance(resize.size, (list, tuple)) else [resize.size]
+    if len(size) != 1:
+        raise ModelSourceError(
+            f"--rebuild: {path}'s Resize({size}) sets both sides; the Predictor resizes the short side only "
+            "(Resize([s])): drop --rebuild"
+        )
+    # Reading a scripted enum needs TorchScript to know its class: scripting a Resize registers it.
+    with torchscript_deprecation_acknowledged():
+        torch.jit.script(T.Resize([1]))
+    interpolation = str(getattr(resize.interpolation, "value", resize.interpolation))
+    if interpolation != "bilinear" or resize.antialias is False or resize.max_size is not None:
+        raise ModelSourceError(
+            f"--rebuild: {path}'s Resize is {interpolation} (antialias={resize.antialias}, "
+            f"max_size={resize.max_size}); the Predictor resizes bilinear, antialiased, with no max_size: "
+            "drop --rebuild"
+        )
+    return int(size[0])
+
+
+def _square(size: Any, what: str, path: Path) -> int:
+    sides = list(size) if isinstance(size, (list, tuple)) else [size]
+    if len(set(sides)) != 1:
+        raise ModelSourceError(f"--rebuild: {path}'s {what}({sides}) is not square; drop --rebuild")
+    return int(sides[0])
+
+
+def _floats(values: Any, what: str, path: Path) -> List[float]:
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ModelSourceError(f"--rebuild: {path}'s Normalize {what} {values!r} is not a list of numbers") from None
