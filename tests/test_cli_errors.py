@@ -89,7 +89,7 @@ ERRORS = {
     ),
     "pt that is no predictor": (
         ["--pt", "{d}/plain_script.pt"],
-        r"plain_script\.pt is not a Predictor exported by this tool \(it has no class_names, .*re-export",
+        r"plain_script\.pt has no class_names: give the scripted module a `class_names` attribute",
     ),
     "pt with classes": (["--pt", "{d}/plain_script.pt", "--classes", "{d}/classes.txt"], r"drop --classes"),
     "no weights": (["--arch", ARCH, "--classes", "{d}/classes.txt"], r"--arch needs --weights CKPT"),

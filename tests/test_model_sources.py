@@ -176,6 +176,25 @@ class LabelledNetwork(nn.Module):
         return self.network(x)
 
 
+class HalfPredictor(nn.Module):
+    """Has a Predictor's preprocess and classify, but neither class_names nor resize_size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.network = TinyCNN(5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(x)
+
+    @torch.jit.export
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        return image.float()
+
+    @torch.jit.export
+    def classify(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.network(batch).softmax(1)
+
+
 def save_scripted(module: nn.Module, path):
     """Saved without the export's verification, as someone's own TorchScript file would be."""
     scripted = script_predictor(module) if isinstance(module, Predictor) else torch.jit.script(module)
@@ -199,13 +218,9 @@ def test_exported_pt_errors(tmp_path):
 @pytest.mark.parametrize(
     "module, error, message",
     [
-        (
-            TinyCNN(5),
-            ModelSourceError,
-            r"not a Predictor exported by this tool \(it has no class_names, preprocess, classify, resize_size\); "
-            r"re-export it with `python -m mar_builder export`",
-        ),
-        (LabelledNetwork(), ModelSourceError, r"\(it has no preprocess, classify, resize_size\); re-export it"),
+        (TinyCNN(5), ModelSourceError, r"has no class_names: give the scripted module a `class_names` attribute"),
+        (LabelledNetwork(), ModelSourceError, r"forward returns logits, not probabilities"),
+        (HalfPredictor(), ModelSourceError, r"not a complete Predictor .* \(it has no class_names, resize_size\)"),
         (LogitsPredictor(TinyCNN(5), class_names(5)), ModelSourceError, r"does not answer probabilities"),
         (
             Predictor(TinyCNN(4), class_names(5)),

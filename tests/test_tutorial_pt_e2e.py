@@ -1,0 +1,62 @@
+"""End to end with the tutorial's standalone_model.pt: --pt -> .mar -> a real TorchServe -> the tutorial's own call."""
+
+import pytest
+import torch
+import torchvision.transforms as T
+from image_variants import SAMPLES
+from PIL import Image
+from tutorial_predictor import LANDMARKS, save_tutorial_pt
+
+from mar_builder.cli import main as build_main
+from mar_builder.local_server import LocalTorchServe
+
+pytestmark = pytest.mark.e2e
+
+PHOTOS = ["chelsea.png", "coffee.png", "rocket.jpg"]
+TOPK = 3
+
+
+@pytest.fixture(scope="module")
+def tutorial_pt(tmp_path_factory):
+    return save_tutorial_pt(tmp_path_factory.mktemp("tutorial") / "standalone_model.pt")
+
+
+@pytest.fixture(scope="module")
+def served(tutorial_pt, tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    code = build_main(
+        ["build", "--model-store", str(store), "--name", "landmarks", "--topk", str(TOPK), "--pt", str(tutorial_pt)]
+    )
+    assert code == 0
+    server = LocalTorchServe(tmp_path_factory.mktemp("torchserve"), store, models=("landmarks=landmarks.mar",))
+    server.start(wait_for=("landmarks",))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def tutorial_answer(tutorial_pt, photo: str):
+    """The tutorial's own call: m(T.ToTensor()(img).unsqueeze(0)), its top-k labelled with m.class_names."""
+    m = torch.jit.load(str(tutorial_pt))
+    img = Image.open(SAMPLES / photo).convert("RGB")
+    softmax = m(T.ToTensor()(img).unsqueeze(0)).squeeze()
+    top_p, top_i = softmax.topk(TOPK)
+    return {m.class_names[i]: p for p, i in zip(top_p.tolist(), top_i.tolist(), strict=True)}
+
+
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_served_answer_equals_the_tutorials_own_call(served, tutorial_pt, photo):
+    expected = tutorial_answer(tutorial_pt, photo)
+    response = served.client.predict("landmarks", (SAMPLES / photo).read_bytes())
+    assert response.status == 200, response.body
+    answer = response.json()
+    assert list(answer) == list(expected) and set(answer) <= set(LANDMARKS)
+    for label, p in expected.items():
+        assert answer[label] == pytest.approx(p, abs=1e-4), label
+
+
+def test_the_photos_do_not_all_get_the_same_answer(tutorial_pt):
+    """Otherwise the comparison above would prove little."""
+    answers = {photo: tuple(tutorial_answer(tutorial_pt, photo)) for photo in PHOTOS}
+    assert len(set(answers.values())) > 1, answers
