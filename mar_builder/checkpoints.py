@@ -1,5 +1,6 @@
 """Checkpoints: load them safely on the CPU, find the state_dict inside, and fit it to the network."""
 
+import argparse
 import logging
 import pickle
 import re
@@ -18,6 +19,9 @@ logger = logging.getLogger(__name__)
 
 # Where training code keeps the weights inside a bigger dict (Lightning, trainer loops, timm...).
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model")
+# Where training code keeps the exponential-moving-average weights (timm's train.py: state_dict_ema).
+EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict")
+SAFE_GLOBALS = [argparse.Namespace]  # classes that weights_only loading may rebuild: data only
 DATA_PARALLEL_PREFIX = "module."  # nn.DataParallel and DistributedDataParallel
 COMPILED_COMPONENT = "_orig_mod"  # torch.compile's OptimizedModule, possibly nested inside another wrapper
 SHOWN_KEYS = 3  # how many keys an error message names
@@ -42,7 +46,10 @@ def load_checkpoint(path: Path, allow_pickle: bool = False) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.load's notices about formats; errors still raise
-            return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+            # timm's train.py saves its argparse.Namespace of arguments beside the weights: plain data,
+            # rebuilt without running code from the file, so the safe loader may accept it.
+            with torch.serialization.safe_globals(SAFE_GLOBALS):
+                return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as e:
         unpickler_says = str(e).rpartition("WeightsUnpickler error:")[2]
         named = re.findall(r"GLOBAL ([\w.]+)", unpickler_says)
@@ -64,9 +71,24 @@ def load_checkpoint(path: Path, allow_pickle: bool = False) -> Any:
         ) from e
 
 
-def find_weights(checkpoint: Any, path: Path, depth: int = 2) -> Mapping[str, torch.Tensor] | nn.Module:
+def find_weights(
+    checkpoint: Any, path: Path, depth: int = 2, ema: bool = False
+) -> Mapping[str, torch.Tensor] | nn.Module:
     """The state_dict in a loaded checkpoint: itself, or under 'state_dict', 'model_state_dict' or
-    'model' (other entries such as the optimizer or the epoch are ignored); or a whole nn.Module."""
+    'model' (other entries such as the optimizer or the epoch are ignored); or a whole nn.Module.
+    With `ema`, the EMA weights under 'state_dict_ema', 'model_ema' or 'ema_state_dict' instead."""
+    ema_key = next((k for k in EMA_KEYS if isinstance(checkpoint, Mapping) and k in checkpoint), None)
+    if ema:
+        if ema_key is None or not isinstance(checkpoint[ema_key], (Mapping, nn.Module)):
+            keys = ", ".join(repr(k) for k in list(checkpoint)[:8]) if isinstance(checkpoint, Mapping) else "none"
+            raise CheckpointError(
+                f"--ema: {path} holds no EMA weights under {', '.join(repr(k) for k in EMA_KEYS)} "
+                f"(its keys: {keys}); drop --ema"
+            )
+        logger.info("%s: using its EMA weights, %r (--ema)", path, ema_key)
+        return find_weights(checkpoint[ema_key], path, depth - 1)
+    if ema_key is not None:
+        logger.info("%s also holds EMA weights under %r; --ema uses them instead", path, ema_key)
     if isinstance(checkpoint, nn.Module) or _is_state_dict(checkpoint):
         return checkpoint
     if not isinstance(checkpoint, Mapping):

@@ -6,7 +6,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator, List, Sequence, Tuple
+from typing import Callable, Iterator, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -83,35 +83,62 @@ def verify_exported(path: Path, eager: Predictor, atol: float = 1e-5) -> None:
 
 
 def export_predictor(predictor: Predictor, output: Path, trace: bool = False) -> str:
-    """Script `predictor` (tracing its inner network if asked or if scripting fails), verify, write.
+    """Script `predictor`, save, reload and verify it; if any of that fails (or `trace` is asked for),
+    do the same with its inner network traced instead, logging why.
 
     Returns "scripted" or "traced": how the inner network was exported. `output` is replaced
     atomically, and only after verification passes.
     """
     predictor = predictor.cpu().eval()
-    method = "traced" if trace else "scripted"
-    if trace:
-        scripted = script_predictor(_with_traced_network(predictor))
-    else:
+    if not trace:
         try:
-            scripted = script_predictor(predictor)
-        except Exception as e:  # TorchScript raises many types for unsupported Python
-            logger.info("scripting the network failed (%s); tracing it instead", first_line(e))
-            scripted = script_predictor(_with_traced_network(predictor))
-            method = "traced"
+            _write_verified(lambda: script_predictor(predictor), predictor, output)
+            return "scripted"
+        except Exception as e:  # TorchScript raises many types: unsupported Python, unsavable calls, mismatches
+            logger.info("scripting the network failed (%s: %s); tracing it instead", _step_of(e), first_line(e))
+    try:
+        _write_verified(lambda: script_predictor(_with_traced_network(predictor)), predictor, output)
+    except _ExportStepError as e:
+        raise e.error from e.error.__cause__
+    return "traced"
+
+
+class _ExportStepError(Exception):
+    """Which of script, save or verify failed, around the original error."""
+
+    def __init__(self, step: str, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}: {first_line(error)}")
+        self.step, self.error = step, error
+
+
+def _step_of(error: Exception) -> str:
+    return error.step if isinstance(error, _ExportStepError) else "export"
+
+
+def _write_verified(make: Callable[[], torch.jit.ScriptModule], predictor: Predictor, output: Path) -> None:
+    """make() -> save to a temporary file -> reload and verify -> replace `output`; the failing step is named."""
+    try:
+        scripted = make()
+    except Exception as e:
+        raise _ExportStepError("torch.jit.script", e) from e
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with torchscript_deprecation_acknowledged():
-            scripted.save(str(tmp))
-        verify_exported(tmp, predictor)
+        try:
+            with torchscript_deprecation_acknowledged():
+                scripted.save(str(tmp))
+        except Exception as e:
+            raise _ExportStepError("saving the scripted module", e) from e
+        try:
+            verify_exported(tmp, predictor)
+        except ExportError as e:
+            raise _ExportStepError("verifying the reloaded file", e) from e
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
-    return method
 
 
 def _with_traced_network(predictor: Predictor) -> Predictor:

@@ -21,6 +21,7 @@ USER_MODEL_FLAGS = {
     "std": "--std",
     "resize": "--resize",
     "crop": "--crop",
+    "ema": "--ema",
 }
 NETWORK_FLAGS = ("arch", "model_file", "weights")
 
@@ -64,6 +65,11 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         help="also load checkpoints that pickle Python objects, such as a "
         "whole model from torch.save(model); this runs any code in the file: only for files you trust",
     )
+    source.add_argument(
+        "--ema",
+        action="store_true",
+        help="use the checkpoint's EMA weights (timm's 'state_dict_ema', or 'model_ema', 'ema_state_dict')",
+    )
     classes = source.add_mutually_exclusive_group()
     classes.add_argument(
         "--classes",
@@ -78,7 +84,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="class names from DIR's sorted subfolders, numbered as torchvision's ImageFolder numbers them",
     )
-    preprocessing = parser.add_argument_group("preprocessing of your own model (default: ImageNet's)")
+    preprocessing = parser.add_argument_group(
+        "preprocessing of your own model (default: a timm network's pretrained_cfg, else ImageNet's)"
+    )
     preprocessing.add_argument("--mean", metavar="R,G,B", help="normalization mean (default: 0.485,0.456,0.406)")
     preprocessing.add_argument("--std", metavar="R,G,B", help="normalization std (default: 0.229,0.224,0.225)")
     preprocessing.add_argument("--resize", type=int, metavar="PIXELS", help="resize the short side (default: 256)")
@@ -119,7 +127,10 @@ def user_model_from_args(args: argparse.Namespace) -> UserModel | None:
         class_names = class_names_from_dir(args.classes_from_dir)
     else:
         raise SettingsError("your own model needs its class names: --classes FILE or --classes-from-dir DIR")
+    flags = {"mean": args.mean, "std": args.std, "resize_size": args.resize, "crop_size": args.crop}
     return UserModel(
+        given_preprocessing=tuple(name for name, value in flags.items() if value is not None),
+        ema=args.ema,
         class_names=tuple(class_names),
         weights=args.weights,
         arch=args.arch,

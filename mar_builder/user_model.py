@@ -2,7 +2,7 @@
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -18,6 +18,7 @@ from .predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
+PREPROCESSING_FIELDS = ("mean", "std", "resize_size", "crop_size")
 CHECK_BATCH = 2  # random images the network is run on once, before export, to check its output
 
 
@@ -79,6 +80,9 @@ class UserModel:
     model_kwargs: Dict[str, Any] | None = None  # keyword arguments for model_file's ClassName
     allow_pickle: bool = False  # also load checkpoints that pickle Python objects (runs code from the file)
     preprocessing: Preprocessing = Preprocessing()
+    # Which of mean, std, resize_size, crop_size the flags gave; the others may come from a timm pretrained_cfg.
+    given_preprocessing: Tuple[str, ...] = PREPROCESSING_FIELDS
+    ema: bool = False  # use the checkpoint's EMA weights (timm's state_dict_ema)
 
     def __post_init__(self) -> None:
         if self.arch is not None and self.model_file is not None:
@@ -105,7 +109,7 @@ def build_predictor(model: UserModel) -> Predictor:
     elif model.model_file is not None:
         network = build_from_model_file(model.model_file, model.model_kwargs or {})
     assert model.weights is not None  # UserModel.__post_init__ guarantees it
-    weights = find_weights(load_checkpoint(model.weights, model.allow_pickle), model.weights)
+    weights = find_weights(load_checkpoint(model.weights, model.allow_pickle), model.weights, ema=model.ema)
     if isinstance(weights, nn.Module) and network is None:
         logger.info("using the whole %s pickled in %s", type(weights).__name__, model.weights)
         network = weights
@@ -117,17 +121,52 @@ def build_predictor(model: UserModel) -> Predictor:
     else:
         state_dict = weights.state_dict() if isinstance(weights, nn.Module) else weights
         load_weights(network, state_dict, model.weights, num_classes)
-    p = model.preprocessing
-    logger.info(
-        "preprocessing: resize %d, crop %d, mean %s, std %s",
-        p.resize_size,
-        p.crop_size,
-        _listed(p.mean),
-        _listed(p.std),
-    )
+    p = resolve_preprocessing(model, network)
     predictor = Predictor(network.float(), model.class_names, p.mean, p.std, p.resize_size, p.crop_size)
     check_network_output(predictor)
     return predictor
+
+
+def resolve_preprocessing(model: UserModel, network: nn.Module) -> Preprocessing:
+    """The flags' preprocessing, where a flag was not given replaced by the network's timm `pretrained_cfg`
+    (mean, std, input_size, crop_pct: resize = floor(crop / crop_pct), as timm's eval transform does).
+    Logs where each value came from."""
+    cfg = getattr(network, "pretrained_cfg", None)
+    sources = {name: "flag" if name in model.given_preprocessing else "default" for name in PREPROCESSING_FIELDS}
+    p = model.preprocessing
+    if isinstance(cfg, dict):
+        from_cfg: Dict[str, Any] = {}
+        for name in ("mean", "std"):
+            if name not in model.given_preprocessing and cfg.get(name) is not None:
+                from_cfg[name] = tuple(float(v) for v in cfg[name])
+        size = cfg.get("input_size")
+        if size is not None and len(size) == 3 and size[1] == size[2]:
+            crop = int(size[1]) if "crop_size" not in model.given_preprocessing else p.crop_size
+            if "crop_size" not in model.given_preprocessing:
+                from_cfg["crop_size"] = crop
+            if "resize_size" not in model.given_preprocessing:
+                from_cfg["resize_size"] = math.floor(crop / float(cfg.get("crop_pct") or 1.0))
+        elif size is not None:
+            logger.warning("timm pretrained_cfg input_size %s is not square; the Predictor crops a square", size)
+        p = replace(p, **from_cfg)
+        sources.update({name: "timm pretrained_cfg" for name in from_cfg})
+        interpolation = cfg.get("interpolation")
+        if from_cfg and interpolation not in (None, "bilinear"):
+            logger.warning(
+                "timm pretrained_cfg says %s interpolation; the Predictor resizes bilinear, antialiased", interpolation
+            )
+    logger.info(
+        "preprocessing: resize %d (%s), crop %d (%s), mean %s (%s), std %s (%s)",
+        p.resize_size,
+        sources["resize_size"],
+        p.crop_size,
+        sources["crop_size"],
+        _listed(p.mean),
+        sources["mean"],
+        _listed(p.std),
+        sources["std"],
+    )
+    return p
 
 
 def check_network_output(predictor: Predictor) -> None:

@@ -1,5 +1,6 @@
 import argparse
 import logging
+import pathlib
 import zipfile
 
 import numpy as np
@@ -155,7 +156,7 @@ def test_whole_pickled_model_loads_with_allow_pickle(tmp_path, caplog):
 
 @pytest.mark.parametrize(
     "extra, name",
-    [({"args": argparse.Namespace(lr=0.1)}, "argparse.Namespace"), ({"acc": np.float64(0.9)}, "numpy")],
+    [({"log_dir": pathlib.PurePosixPath("runs/1")}, "pathlib.PurePosixPath"), ({"acc": np.float64(0.9)}, "numpy")],
 )
 def test_trainer_checkpoints_with_python_objects_are_refused_naming_them(tmp_path, extra, name):
     path = tmp_path / "trainer.pth"
@@ -238,3 +239,36 @@ def test_other_shape_mismatches_name_the_key_and_both_shapes():
         match=r"features\.0\.weight is \[8, 3, 5, 5\] in the checkpoint but \[8, 3, 3, 3\] in the network$",
     ):
         load_weights(trained(), state, "c.pt", num_classes=5)
+
+
+def timm_checkpoint(path, network: nn.Module, ema: nn.Module) -> None:
+    """What timm's train.py (CheckpointSaver) saves: weights, EMA weights, and its argparse.Namespace."""
+    args = argparse.Namespace(model="resnet18", lr=0.05, mean=None, input_size=[3, 224, 224], model_ema=True)
+    torch.save(
+        {
+            "epoch": 9,
+            "arch": "resnet18",
+            "state_dict": network.state_dict(),
+            "optimizer": torch.optim.SGD(network.parameters(), lr=0.1).state_dict(),
+            "version": 2,
+            "args": args,
+            "state_dict_ema": ema.state_dict(),
+            "metric": 71.5,
+        },
+        path,
+    )
+
+
+def test_timm_training_checkpoints_load_without_allow_pickle_and_ema_is_chosen_by_flag(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="mar_builder")
+    network, ema = trained(), TinyCNN(5)
+    path = tmp_path / "model_best.pth.tar"
+    timm_checkpoint(path, network, ema)
+    assert_same_weights(load_into_fresh(path), network)
+    assert "also holds EMA weights under 'state_dict_ema'; --ema uses them instead" in caplog.text
+    fresh = TinyCNN(5)
+    load_weights(fresh, find_weights(load_checkpoint(path), path, ema=True), path)
+    assert_same_weights(fresh, ema)
+    torch.save({"state_dict": network.state_dict()}, tmp_path / "plain.pth")
+    with pytest.raises(CheckpointError, match=r"--ema: .*plain.pth holds no EMA weights .*its keys: 'state_dict'"):
+        find_weights(load_checkpoint(tmp_path / "plain.pth"), tmp_path / "plain.pth", ema=True)
