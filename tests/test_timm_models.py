@@ -1,4 +1,4 @@
-"""timm networks via --model-file: a CNN, a ViT, a mobile hybrid (pretrained=False), pretrained_cfg, train.py checkpoints."""
+"""timm networks via --model-file: a CNN, a ViT, a mobile hybrid (pretrained=False), pretrained_cfg, checkpoints."""
 
 import argparse
 import logging
