@@ -41,6 +41,8 @@ def load_checkpoint(path: Path, allow_pickle: bool = False) -> Any:
             f"weights: {path} is a TorchScript file, not a checkpoint; to pack a Predictor exported by this "
             "tool use --pt, otherwise save the network's state_dict() with torch.save"
         )
+    if _is_safetensors(path):
+        return load_safetensors(path)
     if allow_pickle:
         logger.warning("loading %s with full unpickling (--allow-pickle): this runs any code the file holds", path)
     try:
@@ -69,6 +71,20 @@ def load_checkpoint(path: Path, allow_pickle: bool = False) -> Any:
         raise CheckpointError(
             f"weights: {path} is not a torch checkpoint (torch.load: {type(e).__name__}: {first_line(e)})"
         ) from e
+
+
+def load_safetensors(path: Path) -> Dict[str, torch.Tensor]:
+    """A .safetensors file's tensors onto the CPU, with the safetensors package (no pickle, nothing runs)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise CheckpointError(
+            f"weights: {path} is a .safetensors file; loading it needs the safetensors package: pip install safetensors"
+        ) from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:
+        raise CheckpointError(f"weights: {path} is not a valid .safetensors file: {first_line(e)}") from e
 
 
 def find_weights(
@@ -157,6 +173,15 @@ def match_network_keys(state_dict: Mapping[str, torch.Tensor], expected: Set[str
     ignored = [key for key in renamed if not key.startswith(prefix)]
     logger.info("using the checkpoint's entries under %r%s", prefix, f", ignoring {_few(ignored)}" if ignored else "")
     return inner
+
+
+def _is_safetensors(path: Path) -> bool:
+    """By its suffix, or by its layout: an 8-byte little-endian header length, then a JSON header."""
+    if path.suffix == ".safetensors":
+        return True
+    with path.open("rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -1,6 +1,7 @@
 import argparse
 import logging
 import pathlib
+import sys
 import zipfile
 
 import numpy as np
@@ -272,3 +273,23 @@ def test_timm_training_checkpoints_load_without_allow_pickle_and_ema_is_chosen_b
     torch.save({"state_dict": network.state_dict()}, tmp_path / "plain.pth")
     with pytest.raises(CheckpointError, match=r"--ema: .*plain.pth holds no EMA weights .*its keys: 'state_dict'"):
         find_weights(load_checkpoint(tmp_path / "plain.pth"), tmp_path / "plain.pth", ema=True)
+
+
+def test_safetensors_weights_load_with_the_safetensors_package(tmp_path):
+    from safetensors.torch import save_file
+
+    network = trained()
+    save_file(network.state_dict(), tmp_path / "model.safetensors")
+    assert_same_weights(load_into_fresh(tmp_path / "model.safetensors"), network)
+    (tmp_path / "model.safetensors").rename(tmp_path / "weights.bin")  # recognized by its layout too
+    assert_same_weights(load_into_fresh(tmp_path / "weights.bin"), network)
+
+
+def test_safetensors_without_the_package_names_it(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    save_file(trained().state_dict(), tmp_path / "model.safetensors")
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # import safetensors raises ImportError
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(CheckpointError, match=r"model.safetensors is a .safetensors file; .* pip install safetensors"):
+        load_checkpoint(tmp_path / "model.safetensors")

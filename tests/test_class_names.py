@@ -1,10 +1,11 @@
 import json
+import logging
 
 import pytest
 import torchvision
 from PIL import Image
 
-from mar_builder.class_names import class_names_from_dir, read_class_names, validate_class_names
+from mar_builder.class_names import class_names_from_dir, log_class_names, read_class_names, validate_class_names
 from mar_builder.errors import ClassNamesError
 
 NAMES = ["Eiffel Tower", "Big Ben", "Taj Mahal"]
@@ -99,8 +100,11 @@ def test_missing_and_undecodable_files_are_refused(tmp_path):
 
 
 def test_classes_from_dir_refuses_missing_and_empty_folders(tmp_path):
-    with pytest.raises(ClassNamesError, match=r"is not a directory"):
+    with pytest.raises(ClassNamesError, match=r"missing does not exist"):
         class_names_from_dir(tmp_path / "missing")
+    (tmp_path / "file.txt").write_text("a file")
+    with pytest.raises(ClassNamesError, match=r"file.txt is not a directory"):
+        class_names_from_dir(tmp_path / "file.txt")
     (tmp_path / "only_files").mkdir()
     (tmp_path / "only_files" / "a.png").write_bytes(b"")
     with pytest.raises(ClassNamesError, match=r"only_files has no subfolders"):
@@ -118,3 +122,27 @@ def test_validate_returns_a_list_and_names_its_source():
     assert validate_class_names(("a", "b"), "here") == ["a", "b"]
     with pytest.raises(ClassNamesError, match=r"class names: the list holds no class names"):
         validate_class_names([], "the list")
+
+
+def test_torchserves_imagenet_index_to_name_with_two_cranes_gets_distinct_names(tmp_path, caplog):
+    # As in TorchServe's own ImageNet index_to_name.json: classes 134 and 517 are both "crane".
+    mapping = {str(i): [f"n{i:08d}", f"class {i}"] for i in range(1000)}
+    mapping["134"], mapping["517"] = ["n02012849", "crane"], ["n03126707", "crane"]
+    names = read_class_names(write(tmp_path / "index_to_name.json", json.dumps(mapping)))
+    assert len(names) == 1000 and len(set(names)) == 1000
+    assert names[134] == "crane (n02012849)" and names[517] == "crane (n03126707)"
+    assert names[0] == "class 0" and names[999] == "class 999"
+    assert "134: 'crane (n02012849)', 517: 'crane (n03126707)'" in caplog.text
+
+
+def test_repeated_names_in_an_object_without_ids_get_their_index(tmp_path):
+    path = write(tmp_path / "index_to_name.json", json.dumps({"0": "crane", "1": "heron", "2": "crane"}))
+    assert read_class_names(path) == ["crane (0)", "heron", "crane (2)"]
+
+
+def test_the_served_class_names_are_logged_first_and_last_in_index_order(caplog):
+    caplog.set_level(logging.INFO, logger="mar_builder")
+    log_class_names([f"c{i}" for i in range(10)])
+    assert "serving 10 classes, in output order: 0: c0, 1: c1, 2: c2, ..., 7: c7, 8: c8, 9: c9" in caplog.text
+    log_class_names(["b", "a"])
+    assert "serving 2 classes, in output order: 0: b, 1: a" in caplog.text

@@ -45,6 +45,7 @@ def test_arch_weights_and_classes_export_the_eager_model(files, capsys, caplog):
     for image in images():
         torch.testing.assert_close(reloaded(image), eager(image))
     assert "inner network scripted" in caplog.text
+    assert "serving 4 classes, in output order: 0: Eiffel Tower, 1: Big Ben, 2: Taj Mahal, 3: Colosseum" in caplog.text
 
 
 CLASS_FORMS = {
