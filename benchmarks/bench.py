@@ -252,9 +252,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--large-rounds", type=int, default=5, help="rounds of large vs small photos (default: %(default)s)"
     )
+    parser.add_argument(
+        "--pt-from-tutorial",
+        action="store_true",
+        help="instead: serve the tutorial's own .pt of the default network (--pt, and --pt --rebuild) "
+        "beside this tool's export, and print the ratios (see benchmarks/tutorial_pt.py)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("ts").setLevel(logging.WARNING)  # the in-process handler's per-request metric lines
+    if args.pt_from_tutorial:
+        from benchmarks.tutorial_pt import compare
+
+        workdir = Path(tempfile.mkdtemp(prefix="bench-tutorial-"))
+        print("\n".join(compare(workdir, args.clients, args.warmup, args.seconds)))
+        return 0
     lines = run(args)
     print("\n".join(lines))
     RESULTS.write_text("# Latest `make bench`\n\n" + "\n".join(lines) + "\n")
