@@ -152,8 +152,12 @@ def test_rebuild_exports_our_predictor_with_the_tutorials_parameters(tutorial_pt
     assert list(rebuilt.mean) == [0.5] * 3 and list(rebuilt.std) == [0.5] * 3
     assert list(rebuilt.class_names) == LANDMARKS
     image = decode_image(encode(sample("rocket.jpg"), "PNG"))
-    difference = float((rebuilt(image.unsqueeze(0))[0] - tutorial_call(tutorial_pt, image)).abs().max())
-    assert difference < REBUILD_TOLERANCE
+    expected = tutorial_call(tutorial_pt, image)
+    # On the tutorial's float input both resize as torchvision does; served, uint8 pixels are resized
+    # as uint8 (within one grey level), which moves the probabilities a little.
+    torch.testing.assert_close(rebuilt(to_tensor(image))[0], expected, atol=REBUILD_TOLERANCE, rtol=0)
+    served = rebuilt.classify(rebuilt.preprocess(image).unsqueeze(0))[0]
+    assert served.argmax() == expected.argmax() and float((served - expected).abs().max()) < 0.01
 
 
 class OtherTransforms(nn.Module):
