@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import List, Sequence
 
 from benchmarks import in_process  # noqa: F401  (puts tests/ on sys.path, for the tutorial's Predictor)
+from benchmarks.bench import Row, measure, warm_up
 from mar_builder.cli import main as build_main
 from mar_builder.default_model import imagenet_class_names, load_default_model
 from mar_builder.load import photo_shots
@@ -37,8 +38,6 @@ def build_archives(workdir: Path) -> Path:
 
 
 def compare(workdir: Path, clients: Sequence[int], warmup: float, seconds: float) -> List[str]:
-    from benchmarks.bench import measure, warm_up
-
     store = build_archives(workdir)
     shots = photo_shots()
     rows = []
@@ -63,12 +62,20 @@ def compare(workdir: Path, clients: Sequence[int], warmup: float, seconds: float
         )
     lines.append("")
     for n in clients:
-        ours = [r.rps for r in rows if r.setup == "ours" and r.clients == n]
-        reference = sum(ours) / len(ours)
+        ours = [r for r in rows if r.setup == "ours" and r.clients == n]
+        reference = sum(r.rps for r in ours) / len(ours)
+        # Photos per second of the workers' CPU: what one photo costs, less moved by what else the machine runs.
+        per_cpu = sum(per_worker_cpu(r) for r in ours) / len(ours)
         for setup, _ in SETUPS[1:]:
             row = next(r for r in rows if r.setup == setup and r.clients == n)
             lines.append(
                 f"- {n} clients: {setup} serves {row.rps / reference:.2f}x the photos/s of ours "
-                f"(ours {', '.join(f'{x:.1f}' for x in ours)}), p50 {row.p50_ms:.0f} ms"
+                f"(ours {', '.join(f'{r.rps:.1f}' for r in ours)}), p50 {row.p50_ms:.0f} ms; "
+                f"per second of worker CPU {per_worker_cpu(row):.1f} photos against ours {per_cpu:.1f}: "
+                f"{per_worker_cpu(row) / per_cpu:.2f}x"
             )
     return lines
+
+
+def per_worker_cpu(row: Row) -> float:
+    return row.rps / row.workers_cpu if row.workers_cpu else 0.0
