@@ -61,8 +61,8 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
         predictor, trace = build_predictor(), True
     else:
         predictor, trace = build_user_predictor(user_model), args.trace
-    log_class_names(predictor.class_names)
     method = export_predictor(predictor, output, trace=trace)
+    log_class_names(predictor.class_names)
     logger.info(
         "exported %s (inner network %s), verified against eager, in %.1f s", output, method, time.perf_counter() - start
     )
