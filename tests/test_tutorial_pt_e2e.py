@@ -1,5 +1,7 @@
 """End to end with the tutorial's standalone_model.pt: --pt -> .mar -> a real TorchServe -> the tutorial's own call."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 import torchvision.transforms as T
@@ -60,3 +62,20 @@ def test_the_photos_do_not_all_get_the_same_answer(tutorial_pt):
     """Otherwise the comparison above would prove little."""
     answers = {photo: tuple(tutorial_answer(tutorial_pt, photo)) for photo in PHOTOS}
     assert len(set(answers.values())) > 1, answers
+
+
+def test_concurrent_requests_of_different_sizes_and_a_bad_one_each_get_their_own_answer(served, tutorial_pt):
+    """Requests that arrive together are batched (batchSize 2): photos of different sizes share batches with
+    each other and with a body that is no image; each photo still gets the tutorial's answer, the bad one a 400."""
+    expected = {photo: tutorial_answer(tutorial_pt, photo) for photo in PHOTOS}
+    bodies = [(photo, (SAMPLES / photo).read_bytes()) for photo in PHOTOS] + [("garbage", b"not an image")]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda item: (item[0], served.client.predict("landmarks", item[1])), bodies * 4))
+    for name, response in answers:
+        if name == "garbage":
+            assert response.status == 400, response.body
+            continue
+        assert response.status == 200, response.body
+        answer = response.json()
+        assert list(answer) == list(expected[name])
+        assert all(answer[label] == pytest.approx(p, abs=1e-4) for label, p in expected[name].items())
