@@ -64,7 +64,12 @@ def pack_archive(pt_path: Path, name: str, version: str, model_store: Path, topk
             tmp,
             "--force",
         ]
-        result = subprocess.run(command, capture_output=True, text=True)
+        # torch-model-archiver stages the files in $TMPDIR/<name>/ and deletes that folder first, so two
+        # builds of one name would delete each other's files: give each build a staging folder of its own.
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        env = dict(os.environ, TMPDIR=str(staging))
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
         built = Path(tmp) / f"{name}.mar"
         if result.returncode != 0 or not built.exists():
             detail = (result.stderr or result.stdout).strip().splitlines()
