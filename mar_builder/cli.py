@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from . import predict_command, server_commands
 from .archive import REPO_ROOT, pack_archive
 from .constants import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, DEFAULT_TOPK
 from .default_model import imagenet_class_names, load_default_model
-from .errors import ExportError, SettingsError, first_line
+from .errors import ExportError, ServeError, SettingsError, first_line
 from .export import export_predictor
 from .model_flags import add_model_flags, user_model_from_args
 from .model_sources import check_exported_pt
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (export, build):
         add_model_flags(sub)
         sub.add_argument("--verbose", action="store_true", help="show tracebacks")
+    server_commands.add_commands(commands)  # serve, stop, scale, rotate-key
+    predict_command.add_command(commands)
     return parser
 
 
@@ -67,6 +70,9 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if "run" in args:  # a server command
+        args.run(args)
+        return
     if args.command == "export":
         write_pt(args, args.output)
         return
@@ -98,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(error: Exception, verbose: bool) -> str:
     """Our own errors say what to fix in one line; anything else is named by its type and first line."""
-    if isinstance(error, ExportError):
+    if isinstance(error, (ExportError, ServeError)):
         return first_line(error)
     return f"{type(error).__name__}: {first_line(error)}" + ("" if verbose else " (--verbose shows the traceback)")
 

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
+from .errors import ServeError
+from .server_ports import PORT_COUNT, check_free, with_ports
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = REPO_ROOT / "config.properties"
 KEY_FILE = "key_file.json"  # TorchServe writes it into its working directory
 
 
-class ServerError(RuntimeError):
+class ServerError(ServeError):
     """TorchServe did not start, did not become ready, or answered something unexpected."""
 
 
@@ -180,30 +183,26 @@ class LocalTorchServe:
         model_store: Path,
         models: Sequence[str] = ("classifier=classifier.mar",),
         overrides: Dict[str, str] | None = None,
+        config: Path = CONFIG_FILE,
+        ports: Sequence[int] | str = "free",
     ) -> None:
+        """`config`: the settings to start from. `ports`: "free" (ports free now), "config" (those `config`
+        names) or five ports: inference, management, metrics, gRPC inference, gRPC management."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
-        self.properties = read_properties()
-        self.properties.update(
-            {
-                "inference_address": f"http://127.0.0.1:{inference}",
-                "management_address": f"http://127.0.0.1:{management}",
-                "metrics_address": f"http://127.0.0.1:{metrics}",
-                # The gRPC APIs start too, on fixed ports (7070, 7071) unless told otherwise.
-                "grpc_inference_port": str(grpc_inference),
-                "grpc_management_port": str(grpc_management),
-                "model_store": str(Path(model_store).resolve()),
-                "allowed_urls": store_only_urls(Path(model_store).resolve()),
-            }
-        )
-        # The server runs in workdir: relative paths mean files in this repository.
+        self.properties = read_properties(config)
+        if ports != "config":
+            self.properties = with_ports(self.properties, free_ports(PORT_COUNT) if ports == "free" else ports)
+        self.properties["model_store"] = str(Path(model_store).resolve())
+        self.properties["allowed_urls"] = store_only_urls(Path(model_store).resolve())
+        # The server runs in workdir: relative paths mean files beside the settings file.
+        base = Path(config).resolve().parent
         if "metrics_config" in self.properties:
-            self.properties["metrics_config"] = str(REPO_ROOT / self.properties["metrics_config"])
+            self.properties["metrics_config"] = str(base / self.properties["metrics_config"])
         if "vmargs" in self.properties:
             self.properties["vmargs"] = re.sub(
                 r"(-Dlog4j\.configurationFile=)(?!/|file:)(\S+)",
-                lambda m: m.group(1) + str(REPO_ROOT / m.group(2)),
+                lambda m: m.group(1) + str(base / m.group(2)),
                 self.properties["vmargs"],
             )
         self.properties.update(overrides or {})
@@ -214,7 +213,14 @@ class LocalTorchServe:
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_for: Sequence[str] = ("classifier",), timeout: float = 180.0) -> "LocalTorchServe":
+        """Start TorchServe in its own process group, its output in workdir; return once the workers of
+        `wait_for` are READY. Raises ServerError (a taken port, a death while starting) with the reason on
+        its first line; a key_file.json in workdir is then as it was before."""
+        check_free(self.properties)
+        key_file = self.workdir / KEY_FILE
+        old_keys = key_file.read_bytes() if key_file.exists() else None
         env = dict(os.environ)
+        env.pop("TS_CONFIG_FILE", None)  # it would override --ts-config
         # TorchServe keeps its pid file (TMPDIR) and its worker sockets (TEMP, as java.io.tmpdir) in
         # the temp dir: a private one lets several servers coexist.
         env.update(
@@ -233,7 +239,8 @@ class LocalTorchServe:
                 command,
                 cwd=self.workdir,
                 env=env,
-                stdout=log,
+                stdin=subprocess.DEVNULL,
+                stdout=log,  # never the caller's terminal or pipe: `serve | tail` returns
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so stop() reaches the workers too
             )
@@ -242,8 +249,27 @@ class LocalTorchServe:
                 self.client.wait_ready(model, timeout, alive=lambda: self.process.poll() is None)
         except ServerError as e:
             self.stop()
-            raise ServerError(f"{e}; last log lines:\n{self.log_tail()}") from None
+            if old_keys is None:
+                key_file.unlink(missing_ok=True)
+            else:
+                key_file.write_bytes(old_keys)
+            reason = self.failure_reason()
+            raise ServerError(
+                f"{e}{': ' + reason if reason else ''} (logs in {self.workdir}); last log lines:\n{self.log_tail()}"
+            ) from None
         return self
+
+    def failure_reason(self) -> str:
+        """The log line that best says why TorchServe did not start, or ""."""
+        lines = []
+        for path in (self.log_path, self.workdir / "logs" / "ts_log.log"):
+            if path.exists():
+                lines += [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        for marker in ("Address already in use", "Error:", "Exception", "ERROR"):
+            found = [line for line in lines if marker in line]
+            if found:
+                return found[-1][:300]
+        return ""
 
     def log_tail(self, lines: int = 30) -> str:
         text = ""
