@@ -64,8 +64,9 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
     else:
         predictor, trace = build_user_predictor(user_model), args.trace
     method = export_predictor(predictor, output, trace=trace)
+    shown = output if args.command == "export" else "the Predictor"  # build's .pt is temporary: not named
     logger.info(
-        "exported %s (inner network %s), verified against eager, in %.1f s", output, method, time.perf_counter() - start
+        "exported %s (inner network %s), verified against eager, in %.1f s", shown, method, time.perf_counter() - start
     )
 
 

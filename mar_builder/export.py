@@ -91,8 +91,10 @@ def export_predictor(predictor: Predictor, output: Path, trace: bool = False) ->
     predictor = predictor.cpu().eval()
     method = "traced" if trace else "scripted"
     if trace:
+        logger.info("tracing the inner network on a %d-pixel square input, then scripting", predictor.crop_size)
         scripted = script_predictor(_with_traced_network(predictor))
     else:
+        logger.info("scripting the Predictor with TorchScript")
         try:
             scripted = script_predictor(predictor)
         except Exception as e:  # TorchScript raises many types for unsupported Python
@@ -107,6 +109,7 @@ def export_predictor(predictor: Predictor, output: Path, trace: bool = False) ->
     try:
         with torchscript_deprecation_acknowledged():
             scripted.save(str(tmp))
+        logger.info("verifying the reloaded file against the eager Predictor on %d images", len(VERIFY_IMAGE_SIZES))
         verify_exported(tmp, predictor)
         os.replace(tmp, output)
     finally:
