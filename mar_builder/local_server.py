@@ -254,22 +254,20 @@ class LocalTorchServe:
             else:
                 key_file.write_bytes(old_keys)
             reason = self.failure_reason()
-            raise ServerError(
-                f"{e}{': ' + reason if reason else ''} (logs in {self.workdir}); last log lines:\n{self.log_tail()}"
-            ) from None
+            raise ServerError(f"{e}: {reason} (logs in {self.workdir})\nlast log lines:\n{self.log_tail()}") from None
         return self
 
     def failure_reason(self) -> str:
-        """The log line that best says why TorchServe did not start, or ""."""
-        lines = []
+        """The log line that best says why TorchServe did not start: an error's, else the console's last."""
+        lines = {}
         for path in (self.log_path, self.workdir / "logs" / "ts_log.log"):
-            if path.exists():
-                lines += [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-        for marker in ("Address already in use", "Error:", "Exception", "ERROR"):
-            found = [line for line in lines if marker in line]
+            text = path.read_text(errors="replace") if path.exists() else ""
+            lines[path] = [line.strip() for line in text.splitlines() if line.strip()]
+        for marker in ("Address already in use", "Exception", "Error:", "ERROR"):
+            found = [line for path_lines in lines.values() for line in path_lines if marker in line]
             if found:
                 return found[-1][:300]
-        return ""
+        return (lines[self.log_path] or ["no output"])[-1][:300]
 
     def log_tail(self, lines: int = 30) -> str:
         text = ""
