@@ -58,7 +58,7 @@ def table(title: str, answer: Any) -> str:
             lines.append("  " + json.dumps(topk))  # not a top-k object: shown as it came
             continue
         width = max((len(str(label)) for label in topk), default=0)
-        lines += [f"  {label:<{width}}  {probability:7.2%}  {bar(probability)}" for label, probability in topk.items()]
+        lines += [f"  {label:<{width}}  {p:7.2%}  {bar(p)}".rstrip() for label, p in topk.items()]
     return "\n".join(lines)
 
 

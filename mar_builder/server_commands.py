@@ -23,7 +23,6 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     serve.add_argument(
         "--ports",
         type=_ports,
-        default="config",
         help="BASE: inference on BASE, management BASE+1, metrics BASE+2, gRPC BASE+3 and BASE+4; "
         "auto: any free ports (default: those in --config)",
     )
@@ -69,7 +68,8 @@ def run_serve(args: argparse.Namespace) -> None:
     logger.info("starting TorchServe for %s; its output goes to %s/console.log and %s/logs/", names, folder, folder)
     logger.info("waiting for the workers of %s to be READY (each worker loads the model: 10-60 s)", names)
     started = time.monotonic()
-    running = checkout_server.start(folder, store.resolve(), args.names, config, args.ports, args.timeout)
+    ports = args.ports or "config"  # None: those of --config
+    running = checkout_server.start(folder, store.resolve(), args.names, config, ports, args.timeout)
     client = running.client
     logger.info("TorchServe (pid %d) serves %s, READY after %.0f s", running.pid, names, time.monotonic() - started)
     logger.info("  inference   %s", client.inference_url)

@@ -12,7 +12,8 @@ from server_command_helpers import TINY, build_tiny_archive, copy_checkout, mar_
 from user_model_files import NAMES
 
 from mar_builder import checkout_server
-from mar_builder.local_server import REPO_ROOT
+from mar_builder.local_server import REPO_ROOT, free_ports, read_properties, write_properties
+from mar_builder.server_ports import PORT_COUNT, with_ports
 
 pytestmark = pytest.mark.e2e
 PHOTO = REPO_ROOT / "samples" / "chelsea.png"
@@ -141,14 +142,16 @@ def test_a_taken_port_fails_the_start_in_one_line_and_keeps_the_key_file(tiny_st
 
 
 def test_a_server_that_dies_while_starting_fails_in_one_line_and_keeps_the_key_file(tiny_store, tmp_path):
-    config = tmp_path / "mine.properties"  # the user's own settings: a JVM that cannot start
-    config.write_text((REPO_ROOT / "config.properties").read_text().replace("vmargs=", "vmargs=-Xmx1k "))
+    # The user's own settings, with ports of their own (used as they are) and a JVM that cannot start.
+    settings = with_ports(read_properties(), free_ports(PORT_COUNT))
+    settings["vmargs"] = "-Xmx1k " + settings["vmargs"]
+    config = tmp_path / "mine.properties"
+    write_properties(config, settings)
     state = tmp_path / "state"
     state.mkdir()
     (state / "key_file.json").write_text('{"inference": {"key": "the good one"}}')
-    started = mar_builder(
-        ["serve", TINY, "--config", config, "--ports", "auto", "--model-store", tiny_store, "--state-dir", state]
-    )
+    started = mar_builder(["serve", TINY, "--config", config, "--model-store", tiny_store, "--state-dir", state])
+    assert f"TorchServe for {TINY}" in started.stderr  # it got as far as starting: the ports were free
     assert started.returncode == 1
     last = started.stderr.strip().splitlines()[-1]
     assert last.startswith("error: TorchServe exited while starting: ") and "heap" in last, started.stderr
