@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv java build demo stop test lint clean scale soak bench
+.PHONY: venv java build demo serve predict stop test lint clean scale soak bench
 
 venv: $(STAMP)
 
 # Re-installs only when the pinned requirements change; pip takes torch from wheels on disk.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "error: Python 3.11 is required, got " + sys.version.split()[0])'
+	@echo "Installing the pinned stack into $(VENV): torch, torchvision, TorchServe, the default model (about 2-3 minutes the first time)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
@@ -26,16 +27,28 @@ model_store/classifier.mar: $(STAMP) $(wildcard mar_builder/*.py handler/*)
 
 build: model_store/classifier.mar
 
+# The server targets act on this checkout's own TorchServe (`mar-builder serve`; its files in .torchserve/).
+# PORTS=BASE (BASE to BASE+4) or PORTS=auto and CONFIG=FILE choose where it listens; NAME= names archives.
+SERVE_FLAGS = $(if $(PORTS),--ports $(PORTS)) $(if $(CONFIG),--config $(CONFIG))
+MODEL_FLAG = $(if $(NAME),--model $(NAME))
+
 demo: venv java build
-	scripts/demo.sh
+	scripts/demo.sh $(SERVE_FLAGS)
+
+serve: venv java
+	$(PY) -m mar_builder serve $(or $(NAME),classifier) $(SERVE_FLAGS)
+
+predict: venv
+	@test -n "$(IMG)" || { echo 'usage: make predict IMG="photo.jpg [more.png]" [NAME=model]' >&2; exit 2; }
+	$(PY) -m mar_builder predict $(IMG) $(MODEL_FLAG)
 
 stop:
-	$(VENV)/bin/torchserve --stop
+	$(PY) -m mar_builder stop
 
-# The running server (make demo) keeps WORKERS workers: the management API, waiting until they are READY.
+# The running server keeps WORKERS workers of model NAME: the management API, waiting until they are READY.
 scale: venv
-	@test -n "$(WORKERS)" || { echo "usage: make scale WORKERS=N" >&2; exit 2; }
-	$(PY) -m mar_builder.operate scale $(WORKERS)
+	@test -n "$(WORKERS)" || { echo "usage: make scale WORKERS=N [NAME=model]" >&2; exit 2; }
+	$(PY) -m mar_builder scale $(WORKERS) $(MODEL_FLAG)
 
 # A bounded soak on a server of its own: mixed good and bad traffic; errors, latency, worker RSS.
 SOAK_SECONDS ?= 180

@@ -1,5 +1,6 @@
 """Pack an exported Predictor and the handler into model_store/<name>.mar with torch-model-archiver."""
 
+import logging
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HANDLER_DIR = REPO_ROOT / "handler"
 HANDLER_FILE = "classifier_handler.py"
 MODEL_CONFIG_FILE = "model-config.yaml"
+logger = logging.getLogger(__name__)
 
 
 def handler_extra_files(handler_dir: Path = HANDLER_DIR) -> List[Path]:
@@ -64,7 +66,13 @@ def pack_archive(pt_path: Path, name: str, version: str, model_store: Path, topk
             tmp,
             "--force",
         ]
-        result = subprocess.run(command, capture_output=True, text=True)
+        # torch-model-archiver stages the files in $TMPDIR/<name>/ and deletes that folder first, so two
+        # builds of one name would delete each other's files: give each build a staging folder of its own.
+        staging = Path(tmp) / "staging"
+        staging.mkdir()
+        env = dict(os.environ, TMPDIR=str(staging))
+        logger.info("packing %s.mar with torch-model-archiver", name)
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
         built = Path(tmp) / f"{name}.mar"
         if result.returncode != 0 or not built.exists():
             detail = (result.stderr or result.stdout).strip().splitlines()

@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from . import predict_command, server_commands
 from .archive import REPO_ROOT, pack_archive
 from .class_names import log_class_names
 from .constants import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, DEFAULT_TOPK
 from .default_model import imagenet_class_names, load_default_model
-from .errors import ExportError, SettingsError, first_line
+from .errors import ExportError, ServeError, SettingsError, first_line
 from .export import export_predictor
 from .model_flags import add_model_flags, user_model_from_args
 from .model_sources import check_exported_pt, is_exported_predictor, load_pt
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (export, build):
         add_model_flags(sub)
         sub.add_argument("--verbose", action="store_true", help="show tracebacks")
+    server_commands.add_commands(commands)  # serve, stop, scale, rotate-key
+    predict_command.add_command(commands)
     return parser
 
 
@@ -63,8 +66,9 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
         predictor, trace = build_user_predictor(user_model), args.trace
     method = export_predictor(predictor, output, trace=trace)
     log_class_names(predictor.class_names)
+    shown = output if args.command == "export" else "the Predictor"  # build's .pt is temporary: not named
     logger.info(
-        "exported %s (inner network %s), verified against eager, in %.1f s", output, method, time.perf_counter() - start
+        "exported %s (inner network %s), verified against eager, in %.1f s", shown, method, time.perf_counter() - start
     )
 
 
@@ -95,6 +99,9 @@ def write_from_pt(pt: Path, output: Path, rebuild: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if "run" in args:  # a server command
+        args.run(args)
+        return
     if args.command == "export":
         write_pt(args, args.output)
         return
@@ -126,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(error: Exception, verbose: bool) -> str:
     """Our own errors say what to fix in one line; anything else is named by its type and first line."""
-    if isinstance(error, ExportError):
+    if isinstance(error, (ExportError, ServeError)):
         return first_line(error)
     return f"{type(error).__name__}: {first_line(error)}" + ("" if verbose else " (--verbose shows the traceback)")
 

@@ -1,4 +1,4 @@
-"""The error types of the build side: the command line turns each into one message and exit code 1."""
+"""The error types of the command line (build side and server commands): each becomes one message and exit code 1."""
 
 
 class ExportError(Exception):
@@ -27,3 +27,8 @@ def first_line(error: BaseException | str) -> str:
     if lines:
         return lines[0]
     return type(error).__name__ if isinstance(error, BaseException) else "no message"
+
+
+class ServeError(Exception):
+    """A server command could not do its job: a port is taken, TorchServe died while starting, no server
+    of this checkout runs, or TorchServe refused a call. The message says what to fix."""

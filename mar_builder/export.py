@@ -91,11 +91,13 @@ def export_predictor(predictor: Predictor, output: Path, trace: bool = False) ->
     """
     predictor = predictor.cpu().eval()
     if not trace:
+        logger.info("scripting the Predictor with TorchScript")
         try:
             _write_verified(lambda: script_predictor(predictor), predictor, output)
             return "scripted"
         except Exception as e:  # TorchScript raises many types: unsupported Python, unsavable calls, mismatches
             logger.info("scripting the network failed (%s: %s); tracing it instead", _step_of(e), first_line(e))
+    logger.info("tracing the inner network on a %d-pixel square input, then scripting", predictor.crop_size)
     try:
         _write_verified(lambda: script_predictor(_with_traced_network(predictor)), predictor, output)
     except _ExportStepError as e:
@@ -132,6 +134,7 @@ def _write_verified(make: Callable[[], torch.jit.ScriptModule], predictor: Predi
                 scripted.save(str(tmp))
         except Exception as e:
             raise _ExportStepError("saving the scripted module", e) from e
+        logger.info("verifying the reloaded file against the eager Predictor on %d images", len(VERIFY_IMAGE_SIZES))
         try:
             verify_exported(tmp, predictor)
         except ExportError as e:

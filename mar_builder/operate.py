@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .errors import ServeError
 from .local_server import CONFIG_FILE, KEY_FILE, Response, TorchServeClient, read_properties
 
 logger = logging.getLogger("mar_builder.operate")
 
 
-class OperateError(RuntimeError):
+class OperateError(ServeError):
     """TorchServe is not reachable, or refused the operation; the message quotes its answer."""
 
 

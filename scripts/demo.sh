@@ -1,30 +1,18 @@
 #!/usr/bin/env bash
-# `make demo`: serve model_store/classifier.mar with config.properties and classify the sample photos.
+# `make demo`: serve model_store/classifier.mar on this checkout's own TorchServe, classify the sample photos.
+# Arguments go to `mar-builder serve`: --ports BASE|auto, --config FILE, --model-store DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=.venv/bin
-inference=$(sed -n 's/^inference_address=//p' config.properties)
-metrics=$(sed -n 's/^metrics_address=//p' config.properties)
+py=.venv/bin/python
+"$py" -m mar_builder stop  # this checkout's previous demo, if any; no other server
+"$py" -m mar_builder serve classifier "$@"
+"$py" -m mar_builder predict samples/*.jpg samples/*.png --model classifier
 
-"$bin/torchserve" --stop >/dev/null 2>&1 || true  # a previous demo's server, if any
-"$bin/torchserve" --start --ts-config config.properties --models classifier=classifier.mar >/dev/null
-echo "waiting for the classifier workers to be READY..."
-"$bin/python" -m mar_builder.local_server wait-ready classifier
+cat <<'MSG'
 
-KEY=$("$bin/python" -c 'import json; print(json.load(open("key_file.json"))["inference"]["key"])')
-for photo in samples/*.jpg samples/*.png; do
-  echo "== $photo"
-  curl -sS -H "Authorization: Bearer $KEY" -T "$photo" "$inference/predictions/classifier"
-  echo
-done
-
-cat <<MSG
-
-TorchServe is still running ($inference). Next:
-  KEY=\$(python3 -c 'import json; print(json.load(open("key_file.json"))["inference"]["key"])')
-  curl -H "Authorization: Bearer \$KEY" -T samples/chelsea.png $inference/predictions/classifier
-  curl -H "Authorization: Bearer \$KEY" -F data=@samples/coffee.png $inference/predictions/classifier
-  curl -s $metrics/metrics | grep -E '^(ts_inference_requests_total|ImageDecodeTime_count|RejectedRequests)'
+This checkout's TorchServe is still running. Next:
+  make predict IMG=samples/coffee.png    # or .venv/bin/mar-builder predict IMAGE... [--json]
   make scale WORKERS=3
-  make stop
+  make serve NAME="classifier landmarks" # archives of model_store/, after make stop
+  make stop                              # stops this checkout's server, no other
 MSG

@@ -158,3 +158,17 @@ def test_the_default_model_is_still_exported_traced(monkeypatch, tiny_predictor,
     monkeypatch.setattr(cli, "export_predictor", lambda predictor, output, trace: calls.append(trace) or "traced")
     assert run(["export", "--output", tmp_path / "m.pt"], capsys)[0] == 0
     assert calls == [True]
+
+
+def test_build_says_each_step_and_names_no_temporary_file(files, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="mar_builder")
+    custom_network(files, "Scriptable", 4)
+    model = ["--model-file", f"{files}/networks.py:Scriptable", "--model-kwargs", '{"num_classes": 4}']
+    flags = [*model, "--weights", files / "Scriptable.pt", "--classes", files / "classes.txt"]
+    assert run(["build", "--name", "steps", "--model-store", files / "store", *flags], capsys)[0] == 0
+    steps = ["scripting the Predictor", "verifying the reloaded file", "packing steps.mar", "wrote "]
+    positions = [caplog.text.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), caplog.text
+    named = [word for word in caplog.text.split() if word.endswith(".pt") or ".pt " in word]
+    assert named == [], caplog.text  # the .pt that build exports is temporary: the log does not name it
+    assert "exported the Predictor (inner network scripted)" in caplog.text
