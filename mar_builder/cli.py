@@ -1,4 +1,4 @@
-"""Command line: `export` writes a verified Predictor .pt; `build` also packs it into a .mar."""
+"""Command line: `export` writes a verified Predictor .pt, `build` packs it into a .mar, `validate` measures one."""
 
 import argparse
 import logging
@@ -20,6 +20,7 @@ from .model_flags import add_model_flags, user_model_from_args
 from .model_sources import check_exported_pt
 from .predictor import Predictor
 from .user_model import build_predictor as build_user_predictor
+from .validation.command import add_validate_flags, run_validate
 
 logger = logging.getLogger("mar_builder")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (export, build):
         add_model_flags(sub)
         sub.add_argument("--verbose", action="store_true", help="show tracebacks")
+    validate = commands.add_parser("validate", help="eager vs .pt vs served archive on your labelled photos")
+    add_validate_flags(validate)
     return parser
 
 
@@ -66,10 +69,12 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        return run_validate(args)
     if args.command == "export":
         write_pt(args, args.output)
-        return
+        return 0
     if not NAME_PATTERN.match(args.name):
         raise SettingsError(f"--name {args.name!r}: use letters, digits, '_', '-' or '.', starting with a letter")
     if not NAME_PATTERN.match("v" + args.version):
@@ -81,19 +86,20 @@ def run(args: argparse.Namespace) -> None:
         write_pt(args, pt_path)
         target = pack_archive(pt_path, args.name, args.version, args.model_store, args.topk)
     logger.info("wrote %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
-        run(args)
+        code = run(args)
     except Exception as e:
         if args.verbose:
             logger.exception("failed")
         print(f"error: {_one_line(e, args.verbose)}", file=sys.stderr)
         return 1
-    return 0
+    return code
 
 
 def _one_line(error: Exception, verbose: bool) -> str:

@@ -27,3 +27,7 @@ def first_line(error: BaseException | str) -> str:
     if lines:
         return lines[0]
     return type(error).__name__ if isinstance(error, BaseException) else "no message"
+
+
+class ValidationError(ExportError):
+    """`validate` could not run: a missing or malformed archive, photo folder, labels file or eager model."""
