@@ -4,13 +4,13 @@ import argparse
 import logging
 import tempfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 from ..errors import ValidationError
 from .in_process import InProcessModels, eager_network, exif_rotates, load_pt, read_photo, top
 from .mar_files import extract_member, read_manifest
 from .metrics import REPORTED_TOPK, PhotoAnswers, summarize
-from .photos import DEFAULT_LABEL_COLUMN, BadPhoto, photos_from_csv, photos_from_folder, split_by_label
+from .photos import DEFAULT_LABEL_COLUMN, BadPhoto, LabelledPhoto, photos_from_csv, photos_from_folder, split_by_label
 from .report import results_text, run_description, write_html, write_summary
 from .served import ServedArchive
 
@@ -76,8 +76,12 @@ def run_validate(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="mar_builder-validate-") as tmp:
         pt, settings = load_pt(extract_member(args.mar, manifest.serialized_file, Path(tmp)))
     known, bad = split_by_label(photos, settings.class_names)
-    for b in bad:
-        logger.warning("%s: %s; skipped", b.name, b.message)
+    warn_unknown_labels(bad)
+    if not known:
+        raise ValidationError(
+            f"none of the {len(photos)} photos has a label among the archive's class_names (such as "
+            f"{settings.class_names[0]!r}): name the class folders after them, or pick the --label-column"
+        )
     user_flags = {k: getattr(args, k) for k in ("arch", "model_file", "model_kwargs", "weights", "allow_pickle")}
     network = eager_network(settings, args.default_model, user_flags)
     if network is None:
@@ -93,7 +97,7 @@ def run_validate(args: argparse.Namespace) -> int:
     with ServedArchive(args.mar, manifest, settings.class_names) as served:
         answers = measure(known, models, served, bad)
     if not answers:
-        raise ValidationError(f"no photo could be measured: {len(bad)} skipped (see the messages above)")
+        raise ValidationError(f"no photo could be read: {len(bad)} skipped (see the messages above)")
     summary = summarize(answers, bad, settings.class_names, args.min_agreement)
     summary["run"] = run_description(
         args.mar.resolve(),
@@ -118,7 +122,19 @@ def run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def measure(known, models: InProcessModels, served: ServedArchive, bad: List[BadPhoto]) -> List[PhotoAnswers]:
+def warn_unknown_labels(bad: List[BadPhoto]) -> None:
+    """One warning per unknown label, however many photos carry it."""
+    by_label: Dict[str, List[BadPhoto]] = {}
+    for b in bad:
+        by_label.setdefault(b.label, []).append(b)
+    for group in by_label.values():
+        more = f" and {len(group) - 1} more" if len(group) > 1 else ""
+        logger.warning("%s%s skipped: %s", group[0].name, more, group[0].message)
+
+
+def measure(
+    known: Sequence[Tuple[LabelledPhoto, int]], models: InProcessModels, served: ServedArchive, bad: List[BadPhoto]
+) -> List[PhotoAnswers]:
     """(a), (b) and (c) for each photo, with a progress bar; unreadable photos join `bad`."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
