@@ -44,8 +44,9 @@ soak: venv java build
 
 # An archive of model_store/ on labelled photos: eager vs .pt vs served (see README, Validate); exits 1
 # below the agreement threshold. VALIDATE_ARGS passes options on, e.g. VALIDATE_ARGS="--labels-csv labels.csv".
+# NAME only from the command line: some shells export NAME (WSL: the host name).
 ifneq ($(origin NAME),command line)
-NAME := classifier  # only from the command line: some shells export NAME (WSL: the host name)
+NAME := classifier
 endif
 validate: venv java $(if $(filter classifier,$(NAME)),build)
 	@test -n "$(DATA)" || { echo "usage: make validate DATA=DIR [NAME=classifier] [VALIDATE_ARGS=...]" >&2; exit 2; }
