@@ -50,7 +50,10 @@ def test_bad_data_is_counted_and_named_not_fatal(run):
     assert summary["skipped"] == {"unknown_label": 1, "unreadable": 1}
     bad = {b["file"]: b for b in summary["bad_photos"]}
     assert bad[UNKNOWN]["message"] == "label 'purple' is not among the archive's 3 class_names"
-    assert bad[BROKEN]["kind"] == "unreadable" and "UnidentifiedImageError" in bad[BROKEN]["message"]
+    assert bad[BROKEN]["kind"] == "unreadable"
+    assert (
+        bad[BROKEN]["message"] == "UnidentifiedImageError: not an image Pillow can identify (first bytes 74 68 69 73)"
+    )
 
 
 def test_agreement_below_the_default_threshold_exits_1(run):
@@ -62,7 +65,7 @@ def test_agreement_below_the_default_threshold_exits_1(run):
 def test_the_html_report_is_self_contained_with_thumbnails_and_both_top3(run):
     _, out, _, _ = run
     page = (out / "report.html").read_text()
-    assert "FAIL" in page and ROTATED in page
+    assert "FAIL" in page and ROTATED in page and "EXIF-rotated: shown upright, as the handler decodes it" in page
     assert "the network inside the archive&#x27;s .pt stands in for the eager model" in page
     thumbnails = re.findall(r"src='([^']*)'", page)
     assert len(thumbnails) == 1 and thumbnails[0].startswith("data:image/jpeg;base64,")

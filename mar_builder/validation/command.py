@@ -145,7 +145,8 @@ def measure(
             try:
                 data, image = read_photo(photo.path)
             except Exception as e:
-                message = f"unreadable: {type(e).__name__}: {e}"
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                message = f"{type(e).__name__}: {reason}"
                 logger.warning("%s: %s; skipped", photo.name, message)
                 bad.append(BadPhoto(photo.name, photo.label, "unreadable", message))
                 continue

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from ..errors import ValidationError
@@ -61,11 +61,15 @@ def training_transforms(settings: PtSettings) -> T.Compose:
 def read_photo(path: Path) -> Tuple[bytes, Image.Image]:
     """The file's bytes and its RGB image, decoded as torchvision's ImageFolder does (no EXIF rotation).
 
-    Raises OSError, or whatever Pillow raises, for a missing or undecodable file.
+    Raises OSError (UnidentifiedImageError for what is not an image), or whatever Pillow raises for a
+    damaged one.
     """
     data = path.read_bytes()
-    with Image.open(io.BytesIO(data)) as image:
-        return data, image.convert("RGB")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return data, image.convert("RGB")
+    except UnidentifiedImageError:
+        raise UnidentifiedImageError(f"not an image Pillow can identify (first bytes {data[:4].hex(' ')})") from None
 
 
 def exif_rotates(data: bytes) -> bool:

@@ -103,5 +103,6 @@ def disagreement(answer: PhotoAnswers, source: str, class_names: Sequence[str]) 
         "label": class_names[answer.target],
         "eager": [[class_names[i], p] for i, p in answer.eager[:SHOWN_TOPK]],
         source: [[class_names[i], p] for i, p in answer.ranked(source)[:SHOWN_TOPK]],
+        "exif_rotated": answer.exif_rotated,
         **({"error": answer.served_error} if source == "served" and answer.served_error else {}),
     }

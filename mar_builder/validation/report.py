@@ -12,6 +12,10 @@ from PIL import Image, ImageOps
 from .metrics import SOURCES
 
 THUMBNAIL_SIDE = 176  # pixels, the longer side of a disagreeing photo's thumbnail
+ROTATED_NOTE = (
+    "<div class=note>EXIF-rotated: shown upright, as the handler decodes it; "
+    "ImageFolder's loader, and so (a) and (b), ignore the rotation</div>"
+)
 SOURCE_TITLES = {"eager": "(a) eager, PIL preprocessing", "pt": "(b) .pt as archived", "served": "(c) served"}
 
 STYLE = """
@@ -28,7 +32,7 @@ th { text-align: left; background: #f4f4f4; } td.num { text-align: right; font-v
 .card .file { font-weight: 600; word-break: break-all; } .card .truth { color: #555; margin-bottom: 6px; }
 .lists { display: flex; gap: 14px; } .lists ol { margin: 2px 0 0; padding-left: 20px; }
 .lists .head { font-size: 12px; color: #666; } .right { color: #1d5e1a; font-weight: 600; }
-.error { color: #8a1c12; } .none { color: #555; }
+.error { color: #8a1c12; } .none { color: #555; } .note { font-size: 12px; color: #8a5a00; margin-bottom: 6px; }
 """
 
 
@@ -67,9 +71,9 @@ def render(summary: Mapping[str, Any], photo_paths: Mapping[str, Path]) -> str:
         "</ul>",
         "<h2>Figures</h2>",
         figures_table(summary),
-        f"<h2>Served top-1 differs from eager: {len(summary['disagreements']['served'])} photos</h2>",
+        f"<h2>Served top-1 differs from eager: {photos(len(summary['disagreements']['served']))}</h2>",
         cards(summary["disagreements"]["served"], "served", photo_paths),
-        f"<h2>.pt top-1 differs from eager: {len(summary['disagreements']['pt'])} photos</h2>",
+        f"<h2>.pt top-1 differs from eager: {photos(len(summary['disagreements']['pt']))}</h2>",
         cards(summary["disagreements"]["pt"], "pt", photo_paths),
     ]
     if summary["bad_photos"]:
@@ -87,12 +91,16 @@ def percent(fraction: float) -> str:
     return f"{100 * fraction:.1f} %"
 
 
+def photos(n: int) -> str:
+    return f"{n} photo" if n == 1 else f"{n} photos"
+
+
 def skipped_line(summary: Mapping[str, Any]) -> str:
     skipped = summary["skipped"]
     return (
-        f"skipped: {skipped['unknown_label']} photos with a label not among class_names, "
+        f"skipped: {photos(skipped['unknown_label'])} with a label not among class_names, "
         f"{skipped['unreadable']} unreadable; the server refused {summary['served_refused']}; "
-        f"{summary['exif_rotated']} photos carry an EXIF rotation (the handler applies it, ImageFolder does not)"
+        f"{photos(summary['exif_rotated'])} with an EXIF rotation (the handler applies it, ImageFolder does not)"
     )
 
 
@@ -133,6 +141,7 @@ def cards(disagreements: Sequence[Mapping[str, Any]], source: str, photo_paths: 
         items.append(
             f"<div class=card>{thumbnail(photo_paths.get(d['file']))}<div>"
             f"<div class=file>{html.escape(d['file'])}</div><div class=truth>true label: {html.escape(label)}</div>"
+            f"{ROTATED_NOTE if d.get('exif_rotated') else ''}"
             f"<div class=lists><div><div class=head>{SOURCE_TITLES['eager']}</div>"
             f"{ranked_list(d['eager'], label)}</div>"
             f"<div><div class=head>{SOURCE_TITLES[source]}</div>{other}</div></div></div></div>"
