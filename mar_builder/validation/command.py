@@ -2,9 +2,10 @@
 
 import argparse
 import logging
+import signal
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from ..errors import ValidationError
 from .in_process import InProcessModels, eager_network, exif_rotates, load_pt, read_photo, top
@@ -93,9 +94,13 @@ def run_validate(args: argparse.Namespace) -> int:
     eager_source += "; PIL Resize, CenterCrop, ToTensor, Normalize with the archive's sizes, mean and std"
     models = InProcessModels(pt, settings, network)
     logger.info("%d photos to measure; starting TorchServe with a copy of %s", len(known), args.mar)
-    answers: List[PhotoAnswers] = []
-    with ServedArchive(args.mar, manifest, settings.class_names) as served:
-        answers = measure(known, models, served, bad)
+    # SIGTERM (a CI timeout, `kill`) exits through the `with`, so the server is stopped, not orphaned.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with ServedArchive(args.mar, manifest, settings.class_names) as served:
+            answers = measure(known, models, served, bad)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not answers:
         raise ValidationError(f"no photo could be read: {len(bad)} skipped (see the messages above)")
     summary = summarize(answers, bad, settings.class_names, args.min_agreement)
@@ -120,6 +125,10 @@ def run_validate(args: argparse.Namespace) -> int:
         return 1
     logger.info("PASS: served top-1 agreement %.4f >= %.4f", agreement, args.min_agreement)
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def warn_unknown_labels(bad: List[BadPhoto]) -> None:

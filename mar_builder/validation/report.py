@@ -17,6 +17,7 @@ ROTATED_NOTE = (
     "ImageFolder's loader, and so (a) and (b), ignore the rotation</div>"
 )
 SOURCE_TITLES = {"eager": "(a) eager, PIL preprocessing", "pt": "(b) .pt as archived", "served": "(c) served"}
+CARD_TITLES = {"eager": "(a) eager", "pt": "(b) .pt", "served": "(c) served"}
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1120px; color: #222; padding: 0 16px; }
@@ -32,7 +33,8 @@ th { text-align: left; background: #f4f4f4; } td.num { text-align: right; font-v
 .card .file { font-weight: 600; word-break: break-all; } .card .truth { color: #555; margin-bottom: 6px; }
 .lists { display: flex; gap: 14px; } .lists ol { margin: 2px 0 0; padding-left: 20px; }
 .lists .head { font-size: 12px; color: #666; } .right { color: #1d5e1a; font-weight: 600; }
-.error { color: #8a1c12; } .none { color: #555; } .note { font-size: 12px; color: #8a5a00; margin-bottom: 6px; }
+tr.differs { background: #fff6d6; } .error { color: #8a1c12; } .none { color: #555; }
+.note { font-size: 12px; color: #8a5a00; margin-bottom: 6px; }
 """
 
 
@@ -82,7 +84,11 @@ def render(summary: Mapping[str, Any], photo_paths: Mapping[str, Path]) -> str:
             for b in summary["bad_photos"]
         )
         parts.append(f"<h2>Skipped photos</h2><table><tr><th>photo</th><th>why</th><th>message</th></tr>{rows}</table>")
-    parts += ["<h2>Per-class top-1 accuracy (lowest served first)</h2>", per_class_table(summary["per_class"])]
+    parts += [
+        f"<h2>Per-class top-1 accuracy ({len(summary['per_class'])} classes, lowest served first; "
+        "highlighted where the sources differ)</h2>",
+        per_class_table(summary["per_class"]),
+    ]
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -142,9 +148,9 @@ def cards(disagreements: Sequence[Mapping[str, Any]], source: str, photo_paths: 
             f"<div class=card>{thumbnail(photo_paths.get(d['file']))}<div>"
             f"<div class=file>{html.escape(d['file'])}</div><div class=truth>true label: {html.escape(label)}</div>"
             f"{ROTATED_NOTE if d.get('exif_rotated') else ''}"
-            f"<div class=lists><div><div class=head>{SOURCE_TITLES['eager']}</div>"
+            f"<div class=lists><div><div class=head>{CARD_TITLES['eager']}</div>"
             f"{ranked_list(d['eager'], label)}</div>"
-            f"<div><div class=head>{SOURCE_TITLES[source]}</div>{other}</div></div></div></div>"
+            f"<div><div class=head>{CARD_TITLES[source]}</div>{other}</div></div></div></div>"
         )
     return f"<div class=cards>{''.join(items)}</div>"
 
@@ -173,9 +179,12 @@ def thumbnail(path: Path | None) -> str:
 
 
 def per_class_table(per_class: Mapping[str, Mapping[str, Any]]) -> str:
-    ordered = sorted(per_class.items(), key=lambda item: (item[1]["top1"]["served"], item[1]["top1"]["eager"], item[0]))
+    ordered = sorted(
+        per_class.items(), key=lambda item: (item[1]["top1"]["served"], item[1]["top1"]["eager"], item[0].casefold())
+    )
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td class=num>{c['photos']}</td>"
+        f"<tr{' class=differs' if len(set(c['top1'].values())) > 1 else ''}>"
+        f"<td>{html.escape(name)}</td><td class=num>{c['photos']}</td>"
         + "".join(f"<td class=num>{percent(c['top1'][s])}</td>" for s in SOURCES)
         + "</tr>"
         for name, c in ordered
