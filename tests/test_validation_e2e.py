@@ -1,13 +1,20 @@
 """validate end to end: a generated 3-class folder, a tiny archive, a real TorchServe on loopback."""
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import zipfile
+from pathlib import Path
 
 import pytest
 import yaml
 from validation_data import BROKEN, CLASSES, PHOTOS_PER_CLASS, ROTATED, UNKNOWN, build_archive, write_photos
 
+from mar_builder.archive import REPO_ROOT
 from mar_builder.cli import main
 
 pytestmark = pytest.mark.e2e
@@ -96,3 +103,36 @@ def test_a_labels_csv_run_within_the_threshold_exits_0_into_out(run, tmp_path):
     assert summary["photos"] == len(CLASSES) * PHOTOS_PER_CLASS + 1 and summary["passed"] is True
     assert summary["skipped"] == {"unknown_label": 0, "unreadable": 1}
     assert (out / "report.html").read_text().count("PASS") == 1
+
+
+def processes_mentioning(text: str):
+    """The command lines of live processes that contain `text` (TorchServe's JVM and workers name their TMPDIR)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args)
+    return found
+
+
+def test_sigterm_stops_the_server_it_started(run, tmp_path):
+    _, _, mar, _ = run
+    command = [sys.executable, "-m", "mar_builder", "validate", "--data", str(mar.parent.parent / "photos")]
+    command += ["--mar", str(mar), "--out", str(tmp_path / "out")]
+    env = dict(os.environ, TMPDIR=str(tmp_path), TEMP=str(tmp_path))
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("mar_builder-validate-*/torchserve/console.log")):
+            assert process.poll() is None and time.monotonic() < deadline, "validate never started TorchServe"
+            time.sleep(0.2)
+        assert processes_mentioning(f"{tmp_path}/mar_builder-validate-"), "TorchServe was not running"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(120) == 128 + signal.SIGTERM
+    finally:
+        process.kill()
+    assert processes_mentioning(f"{tmp_path}/mar_builder-validate-") == []
+    assert list(tmp_path.glob("mar_builder-validate-*")) == []

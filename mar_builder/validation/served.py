@@ -26,16 +26,18 @@ class ServedArchive:
     def __enter__(self) -> "ServedArchive":
         self._tmp = tempfile.TemporaryDirectory(prefix="mar_builder-validate-")
         root = Path(self._tmp.name)
-        store = root / "store"
-        store.mkdir()
-        copy_answering_all_classes(self.mar, self.manifest, len(self.index), store)
         name = self.manifest.model_name
-        self.server = LocalTorchServe(root / "torchserve", store, models=(f"{name}={name}.mar",))
         try:
+            (root / "store").mkdir()
+            copy_answering_all_classes(self.mar, self.manifest, len(self.index), root / "store")
+            self.server = LocalTorchServe(root / "torchserve", root / "store", models=(f"{name}={name}.mar",))
             self.server.start(wait_for=(name,))
         except ServerError as e:
             self.__exit__()
             raise ValidationError(f"TorchServe could not serve {self.mar.name}: {e}") from None
+        except BaseException:  # SIGTERM or Ctrl-C while it starts: `with` does not call __exit__ for us
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: Any) -> None:
