@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (export, build):
         add_model_flags(sub)
         sub.add_argument("--verbose", action="store_true", help="show tracebacks")
-    validate = commands.add_parser("validate", help="eager vs .pt vs served archive on your labelled photos")
+    validate = commands.add_parser(
+        "validate",
+        help="eager vs .pt vs served archive on your labelled photos",
+        description="(a) the eager network, (b) the archive's .pt and (c) the archive served by a TorchServe of "
+        "its own, on labelled photos: report.html and summary.json; exit 1 below --min-agreement",
+    )
     add_validate_flags(validate)
     return parser
 
