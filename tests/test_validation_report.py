@@ -60,3 +60,14 @@ def test_summary_json_round_trips_and_the_text_lists_disagreements(tmp_path):
     text = results_text(summary())
     assert "(c) served" in text and "50.0 %" in text
     assert "served differs: cats/<img>.jpg (label <b>cat): eager <b>cat 0.900, served dog 0.700" in text
+
+
+def test_per_class_rows_put_the_lowest_accuracy_of_any_source_first_and_mark_differences():
+    per_class = {
+        "ant": {"photos": 1, "top1": {"eager": 1.0, "pt": 1.0, "served": 1.0}},
+        "Bee": {"photos": 1, "top1": {"eager": 1.0, "pt": 0.0, "served": 1.0}},
+        "cat": {"photos": 2, "top1": {"eager": 0.5, "pt": 0.5, "served": 0.5}},
+    }
+    page = render(summary(per_class=per_class), {})
+    assert page.index("<td>Bee</td>") < page.index("<td>cat</td>") < page.index("<td>ant</td>")
+    assert "<tr class=differs><td>Bee</td>" in page and "<tr><td>cat</td>" in page

@@ -5,7 +5,7 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from PIL import Image, ImageOps
 
@@ -85,7 +85,7 @@ def render(summary: Mapping[str, Any], photo_paths: Mapping[str, Path]) -> str:
         )
         parts.append(f"<h2>Skipped photos</h2><table><tr><th>photo</th><th>why</th><th>message</th></tr>{rows}</table>")
     parts += [
-        f"<h2>Per-class top-1 accuracy ({len(summary['per_class'])} classes, lowest served first; "
+        f"<h2>Per-class top-1 accuracy ({len(summary['per_class'])} classes, lowest first; "
         "highlighted where the sources differ)</h2>",
         per_class_table(summary["per_class"]),
     ]
@@ -179,9 +179,12 @@ def thumbnail(path: Path | None) -> str:
 
 
 def per_class_table(per_class: Mapping[str, Mapping[str, Any]]) -> str:
-    ordered = sorted(
-        per_class.items(), key=lambda item: (item[1]["top1"]["served"], item[1]["top1"]["eager"], item[0].casefold())
-    )
+    def rank(item: Tuple[str, Mapping[str, Any]]) -> Tuple[float, float, float, str]:
+        # The lowest accuracy of any source first: a class where the sources differ comes early.
+        name, c = item
+        return (min(c["top1"].values()), c["top1"]["served"], c["top1"]["eager"], name.casefold())
+
+    ordered = sorted(per_class.items(), key=rank)
     rows = "".join(
         f"<tr{' class=differs' if len(set(c['top1'].values())) > 1 else ''}>"
         f"<td>{html.escape(name)}</td><td class=num>{c['photos']}</td>"
