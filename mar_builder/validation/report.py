@@ -210,9 +210,8 @@ def results_text(summary: Mapping[str, Any]) -> str:
                 f"{difference['max']:.4f}",
                 f"{difference['mean']:.4f}",
             ]
-        lines.append(
-            f"{SOURCE_TITLES[source]:32} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7} {cells[3]:>8} {cells[4]:>8}"
-        )
+        row = f"{SOURCE_TITLES[source]:32} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7} {cells[3]:>8} {cells[4]:>8}"
+        lines.append(row.rstrip())
     lines.append(skipped_line(summary))
     for d in summary["disagreements"]["served"]:
         served = d.get("error") or f"{d['served'][0][0]} {d['served'][0][1]:.3f}"
