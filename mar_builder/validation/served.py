@@ -52,10 +52,13 @@ class ServedArchive:
         """The served probabilities, shaped (number of classes,), float32: one photo's raw bytes sent as
         `application/octet-stream`, as `curl -T photo.jpg` sends them.
 
-        Raises ValidationError with the server's message when it refuses the photo.
+        Raises ValidationError with the server's message when it refuses the photo or does not answer.
         """
         assert self.server is not None, "use ServedArchive as a context manager"
-        response = self.server.client.predict(self.manifest.model_name, photo, timeout=120.0)
+        try:
+            response = self.server.client.predict(self.manifest.model_name, photo, timeout=120.0)
+        except OSError as e:  # urllib's URLError, a reset connection, a timeout: this photo fails, the run goes on
+            raise ValidationError(f"no answer from the server: {e}") from None
         if response.status != 200:
             try:
                 body = response.json()
@@ -70,5 +73,7 @@ class ServedArchive:
             raise ValidationError(f"the server answered {type(answer).__name__}, not a top-k object")
         probabilities = torch.zeros(len(self.index))
         for label, probability in answer.items():
+            if label not in self.index:
+                raise ValidationError(f"the server answered label {label!r}, which is not among the .pt's class_names")
             probabilities[self.index[label]] = float(probability)
         return probabilities
