@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv java build demo serve predict stop test lint clean scale soak bench
+.PHONY: venv java build demo serve predict stop test lint clean scale soak bench validate
 
 venv: $(STAMP)
 
@@ -54,6 +54,16 @@ scale: venv
 SOAK_SECONDS ?= 180
 soak: venv java build
 	$(PY) -m mar_builder.soak --seconds $(SOAK_SECONDS)
+
+# An archive of model_store/ on labelled photos: eager vs .pt vs served (see README, Validate); exits 1
+# below the agreement threshold. VALIDATE_ARGS passes options on, e.g. VALIDATE_ARGS="--labels-csv labels.csv".
+# NAME only from the command line: some shells export NAME (WSL: the host name).
+ifneq ($(origin NAME),command line)
+NAME := classifier
+endif
+validate: venv java $(if $(filter classifier,$(NAME)),build)
+	@test -n "$(DATA)" || { echo "usage: make validate DATA=DIR [NAME=classifier] [VALIDATE_ARGS=...]" >&2; exit 2; }
+	$(PY) -m mar_builder validate --data "$(DATA)" --mar model_store/$(NAME).mar $(VALIDATE_ARGS)
 
 # The stock image_classifier handler that the benchmark compares against needs captum.
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt

@@ -1,4 +1,4 @@
-"""Command line: `export` writes a verified Predictor .pt; `build` also packs it into a .mar."""
+"""Command line: `export` writes a verified Predictor .pt, `build` packs it into a .mar, `validate` measures one."""
 
 import argparse
 import logging
@@ -24,6 +24,7 @@ from .predictor import Predictor
 from .rebuild import rebuild_predictor
 from .scripted_classifier import check_scripted_classifier, export_adapter
 from .user_model import build_predictor as build_user_predictor
+from .validation.command import add_validate_flags, run_validate
 
 logger = logging.getLogger("mar_builder")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
@@ -44,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--verbose", action="store_true", help="show tracebacks")
     server_commands.add_commands(commands)  # serve, stop, scale, rotate-key
     predict_command.add_command(commands)
+    validate = commands.add_parser(
+        "validate",
+        help="eager vs .pt vs served archive on your labelled photos",
+        description="(a) the eager network, (b) the archive's .pt and (c) the archive served by a TorchServe of "
+        "its own, on labelled photos: report.html and summary.json; exit 1 below --min-agreement",
+    )
+    add_validate_flags(validate)
     return parser
 
 
@@ -98,13 +106,15 @@ def write_from_pt(pt: Path, output: Path, rebuild: bool) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
     if "run" in args:  # a server command
         args.run(args)
-        return
+        return 0
+    if args.command == "validate":
+        return run_validate(args)
     if args.command == "export":
         write_pt(args, args.output)
-        return
+        return 0
     if not NAME_PATTERN.match(args.name):
         raise SettingsError(f"--name {args.name!r}: use letters, digits, '_', '-' or '.', starting with a letter")
     if not NAME_PATTERN.match("v" + args.version):
@@ -116,19 +126,20 @@ def run(args: argparse.Namespace) -> None:
         write_pt(args, pt_path)
         target = pack_archive(pt_path, args.name, args.version, args.model_store, args.topk)
     logger.info("wrote %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
-        run(args)
+        code = run(args)
     except Exception as e:
         if args.verbose:
             logger.exception("failed")
         print(f"error: {_one_line(e, args.verbose)}", file=sys.stderr)
         return 1
-    return 0
+    return code
 
 
 def _one_line(error: Exception, verbose: bool) -> str:

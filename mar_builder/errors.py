@@ -32,3 +32,7 @@ def first_line(error: BaseException | str) -> str:
 class ServeError(Exception):
     """A server command could not do its job: a port is taken, TorchServe died while starting, no server
     of this checkout runs, or TorchServe refused a call. The message says what to fix."""
+
+
+class ValidationError(ExportError):
+    """`validate` could not run: a missing or malformed archive, photo folder, labels file or eager model."""

@@ -1,0 +1,184 @@
+"""`validate`: the eager network, the .pt and the served archive on the user's labelled photos, side by side."""
+
+import argparse
+import logging
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+from ..errors import ValidationError
+from .in_process import InProcessModels, eager_network, exif_rotates, load_pt, read_photo, top
+from .mar_files import extract_member, read_manifest
+from .metrics import REPORTED_TOPK, PhotoAnswers, summarize
+from .photos import DEFAULT_LABEL_COLUMN, BadPhoto, LabelledPhoto, photos_from_csv, photos_from_folder, split_by_label
+from .report import results_text, run_description, write_html, write_summary
+from .served import ServedArchive
+
+logger = logging.getLogger(__name__)
+DEFAULT_MIN_AGREEMENT = 0.99
+
+
+def add_validate_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, metavar="DIR", help="labelled photos: DIR/<class name>/*")
+    parser.add_argument("--mar", type=Path, required=True, metavar="ARCHIVE", help="the built .mar to validate")
+    parser.add_argument(
+        "--labels-csv",
+        type=Path,
+        metavar="FILE",
+        help="instead of class subfolders: a CSV with a 'file' column (paths relative to DIR) and a label column; "
+        "a relative FILE not found here is looked up in DIR",
+    )
+    parser.add_argument(
+        "--label-column",
+        default=DEFAULT_LABEL_COLUMN,
+        metavar="NAME",
+        help="the --labels-csv column holding class names (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where report.html and summary.json go (default: <name>-validation/ beside the archive)",
+    )
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=DEFAULT_MIN_AGREEMENT,
+        metavar="FRACTION",
+        help="exit 1 when the served top-1 agrees with the eager top-1 on a smaller fraction of the photos "
+        "(default: %(default)s)",
+    )
+    eager = parser.add_argument_group(
+        "the eager network for (a) (without these flags the network inside the archive's .pt stands in for it)"
+    )
+    eager.add_argument("--default-model", action="store_true", help="the embedded EfficientNet-Lite0 (default archive)")
+    eager.add_argument("--arch", metavar="NAME", help="a torchvision architecture, as for build")
+    eager.add_argument("--model-file", metavar="FILE.py:NAME", help="your nn.Module, as for build")
+    eager.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for --model-file")
+    eager.add_argument("--weights", type=Path, metavar="CKPT", help="the checkpoint, as for build")
+    eager.add_argument("--allow-pickle", action="store_true", help="load pickled checkpoints (runs their code)")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """Measure, write the report, and return the exit status: 0 when the served agreement passes, else 1.
+
+    Raises ValidationError (or another ExportError) when the run cannot happen at all.
+    """
+    if not 0.0 <= args.min_agreement <= 1.0:
+        raise ValidationError(f"--min-agreement is a fraction between 0 and 1 (0.99 = 99 %), got {args.min_agreement}")
+    manifest = read_manifest(args.mar)
+    out = args.out if args.out is not None else args.mar.resolve().parent / f"{manifest.model_name}-validation"
+    if args.labels_csv is not None:
+        photos = photos_from_csv(args.data, args.labels_csv, args.label_column)
+    else:
+        photos = photos_from_folder(args.data)
+    with tempfile.TemporaryDirectory(prefix="mar_builder-validate-") as tmp:
+        pt, settings = load_pt(extract_member(args.mar, manifest.serialized_file, Path(tmp)))
+    known, bad = split_by_label(photos, settings.class_names)
+    warn_unknown_labels(bad)
+    if not known:
+        raise ValidationError(
+            f"none of the {len(photos)} photos has a label among the archive's class_names (such as "
+            f"{settings.class_names[0]!r}): name the class folders after them, or pick the --label-column"
+        )
+    user_flags = {k: getattr(args, k) for k in ("arch", "model_file", "model_kwargs", "weights", "allow_pickle")}
+    network = eager_network(settings, args.default_model, user_flags)
+    if network is None:
+        eager_source = "the network inside the archive's .pt stands in for the eager model (none was given)"
+    elif args.default_model:
+        eager_source = "the eager EfficientNet-Lite0 of --default-model"
+    else:
+        eager_source = "the eager network of --arch/--model-file/--weights"
+    eager_source += "; PIL Resize, CenterCrop, ToTensor, Normalize with the archive's sizes, mean and std"
+    models = InProcessModels(pt, settings, network)
+    logger.info("%d photos to measure; starting TorchServe with a copy of %s", len(known), args.mar)
+    # SIGTERM (a CI timeout, `kill`) exits through the `with`, so the server is stopped, not orphaned.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with ServedArchive(args.mar, manifest, settings.class_names) as served:
+            answers = measure(known, models, served, bad)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not answers:
+        raise ValidationError(f"no photo could be read: {len(bad)} skipped (see the messages above)")
+    summary = summarize(answers, bad, settings.class_names, args.min_agreement)
+    summary["run"] = run_description(
+        args.mar.resolve(),
+        str(args.data) + (f" with {args.labels_csv} ({args.label_column})" if args.labels_csv else ""),
+        eager_source,
+        f"a TorchServe on free loopback ports serving a copy of the archive whose model-config.yaml sets handler "
+        f"topk to all {len(settings.class_names)} classes (the user's archive is unchanged), each photo's bytes sent "
+        "as application/octet-stream",
+        f"resize {settings.resize_size}, crop {settings.crop_size}, "
+        f"mean {list(settings.mean)}, std {list(settings.std)}",
+    )
+    summary_path = write_summary(out, summary)
+    paths: Dict[str, Path] = {a.name: a.path for a in answers}
+    report_path = write_html(out, summary, paths)
+    logger.info("results on %d photos:\n%s", summary["photos"], results_text(summary))
+    logger.info("wrote %s and %s", report_path, summary_path)
+    agreement = summary["agreement_top1"]["served"]
+    if not summary["passed"]:
+        logger.error("FAIL: served top-1 agreement %.4f is below --min-agreement %.4f", agreement, args.min_agreement)
+        return 1
+    logger.info("PASS: served top-1 agreement %.4f >= %.4f", agreement, args.min_agreement)
+    return 0
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def warn_unknown_labels(bad: List[BadPhoto]) -> None:
+    """One warning per unknown label, however many photos carry it."""
+    by_label: Dict[str, List[BadPhoto]] = {}
+    for b in bad:
+        by_label.setdefault(b.label, []).append(b)
+    for group in by_label.values():
+        more = f" and {len(group) - 1} more" if len(group) > 1 else ""
+        logger.warning("%s%s skipped: %s", group[0].name, more, group[0].message)
+
+
+def measure(
+    known: Sequence[Tuple[LabelledPhoto, int]], models: InProcessModels, served: ServedArchive, bad: List[BadPhoto]
+) -> List[PhotoAnswers]:
+    """(a), (b) and (c) for each photo, with a progress bar; unreadable photos join `bad`."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    answers = []
+    with logging_redirect_tqdm():
+        for photo, target in tqdm(known, desc="validate", unit="photo"):
+            try:
+                data, image = read_photo(photo.path)
+            except Exception as e:
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                message = f"{type(e).__name__}: {reason}"
+                logger.warning("%s: %s; skipped", photo.name, message)
+                bad.append(BadPhoto(photo.name, photo.label, "unreadable", message))
+                continue
+            eager, exported = models.eager(image), models.exported(image)
+            try:
+                probabilities = served.classify(data)
+                served_top, served_error = top(probabilities, REPORTED_TOPK), None
+                served_difference: float | None = float((probabilities - eager).abs().max())
+            except ValidationError as e:
+                served_top, served_error, served_difference = [], str(e), None
+                logger.warning("%s: %s", photo.name, e)
+            answers.append(
+                PhotoAnswers(
+                    name=photo.name,
+                    path=photo.path,
+                    target=target,
+                    eager=top(eager, REPORTED_TOPK),
+                    pt=top(exported, REPORTED_TOPK),
+                    served=served_top,
+                    served_error=served_error,
+                    pt_difference=float((exported - eager).abs().max()),
+                    served_difference=served_difference,
+                    exif_rotated=exif_rotates(data),
+                )
+            )
+    return answers
