@@ -53,7 +53,7 @@ scale: venv
 # A bounded soak on a server of its own: mixed good and bad traffic; errors, latency, worker RSS.
 SOAK_SECONDS ?= 180
 soak: venv java build
-	$(PY) -m mar_builder.soak --seconds $(SOAK_SECONDS)
+	$(PY) -m mar_builder.server.soak --seconds $(SOAK_SECONDS)
 
 # An archive of model_store/ on labelled photos: eager vs .pt vs served (see README, Validate); exits 1
 # below the agreement threshold. VALIDATE_ARGS passes options on, e.g. VALIDATE_ARGS="--labels-csv labels.csv".

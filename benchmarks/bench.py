@@ -1,7 +1,7 @@
 """`make bench`: the in-process limit, our served throughput and latency, the stock handler, large photos.
 
 One invocation measures everything on this machine and prints ratios, which survive a noisy machine
-better than absolute numbers. The load generator is mar_builder.load (threads in this process, one
+better than absolute numbers. The load generator is mar_builder.server.load (threads in this process, one
 request after another per client). Its CPU use is measured and printed, and so are the TorchServe
 frontend's and the workers': on a machine this small, what the first two take the workers lack.
 """
@@ -25,8 +25,8 @@ from benchmarks.in_process import load_handler, machine_limit
 from benchmarks.large_photos import DraftTradeoff, draft_tradeoffs, handle_ms, jpeg_of
 from benchmarks.stock_archive import STOCK_NAME, build_stock_archive, captum_installed
 from mar_builder.cli import main as build_main
-from mar_builder.load import Load, Shot, percentile, photo_shots
-from mar_builder.local_server import LocalTorchServe, TorchServeClient
+from mar_builder.server.load import Load, Shot, percentile, photo_shots
+from mar_builder.server.local_server import LocalTorchServe, TorchServeClient
 
 logger = logging.getLogger("benchmarks")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"

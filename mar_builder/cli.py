@@ -9,22 +9,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from . import predict_command, server_commands
-from .archive import REPO_ROOT, pack_archive
-from .class_names import log_class_names
-from .constants import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, DEFAULT_TOPK
-from .default_model import imagenet_class_names, load_default_model
+from .build.model_flags import add_model_flags, user_model_from_args
+from .constants import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, DEFAULT_TOPK, REPO_ROOT
 from .errors import ExportError, ServeError, SettingsError, first_line
-from .export import export_predictor
-from .model_flags import add_model_flags, user_model_from_args
-from .model_sources import check_exported_pt, is_exported_predictor, load_pt
-from .predictor import Predictor
-from .rebuild import rebuild_predictor
-from .scripted_classifier import check_scripted_classifier, export_adapter
-from .user_model import build_predictor as build_user_predictor
-from .validation.command import add_validate_flags, run_validate
+from .server import predict_command, server_commands
+from .validation.flags import add_validate_flags
+
+# The build side and validate import torch (seconds of CPU): they load inside the commands that use them,
+# so that serve, stop, predict and scale start at once.
+
+if TYPE_CHECKING:
+    from .build.predictor import Predictor
 
 logger = logging.getLogger("mar_builder")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
@@ -55,13 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_predictor() -> Predictor:
+def build_predictor() -> "Predictor":
     """The embedded default: EfficientNet-Lite0 with the 1000 ImageNet labels."""
+    from .build.default_model import imagenet_class_names, load_default_model
+    from .build.predictor import Predictor
+
     return Predictor(load_default_model(), imagenet_class_names())
 
 
 def write_pt(args: argparse.Namespace, output: Path) -> None:
     """Write the verified .pt that the flags describe to `output`; nothing is written on failure."""
+    from .build.class_names import log_class_names
+    from .build.export import export_predictor
+    from .build.user_model import build_predictor as build_user_predictor
+
     start = time.perf_counter()
     user_model = user_model_from_args(args)  # checks the flags first, --pt's included
     if args.pt is not None:
@@ -83,6 +87,12 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
 def write_from_pt(pt: Path, output: Path, rebuild: bool) -> None:
     """--pt: our own Predictor is copied as it is; any other scripted classifier is wrapped so that the
     handler serves it through its own forward, or with --rebuild exported as our Predictor."""
+    from .build.class_names import log_class_names
+    from .build.export import export_predictor
+    from .build.model_sources import check_exported_pt, is_exported_predictor, load_pt
+    from .build.rebuild import rebuild_predictor
+    from .build.scripted_classifier import check_scripted_classifier, export_adapter
+
     module = load_pt(pt)
     if is_exported_predictor(module):
         if rebuild:
@@ -111,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         args.run(args)
         return 0
     if args.command == "validate":
+        from .validation.command import run_validate
+
         return run_validate(args)
     if args.command == "export":
         write_pt(args, args.output)
@@ -121,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError(f"--version {args.version!r}: use letters, digits, '_', '-' or '.'")
     if args.topk < 1:
         raise SettingsError(f"--topk must be at least 1, got {args.topk}")
+    from .build.archive import pack_archive
+
     with tempfile.TemporaryDirectory(prefix="mar_builder-") as tmp:
         pt_path = Path(tmp) / f"{args.name}.pt"
         write_pt(args, pt_path)

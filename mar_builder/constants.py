@@ -1,4 +1,9 @@
-"""Defaults shared by the build side, kept in one place."""
+"""Defaults and paths shared by the build and server sides, kept in one place."""
+
+from pathlib import Path
+
+# The checkout: handler/, config.properties, samples/ and model_store/ are found from here.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Preprocessing of the tutorial this project follows: resize the short side, then crop the centre.
 DEFAULT_RESIZE_SIZE = 256

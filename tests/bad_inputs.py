@@ -9,7 +9,7 @@ from image_variants import encode, exif_rotated_jpeg, png_16bit_rgb, sample
 from PIL import Image
 from request_forms import multipart
 
-from mar_builder.soak import png_header, png_written_by_hand
+from mar_builder.server.soak import png_header, png_written_by_hand
 
 OCTET = "application/octet-stream"
 JSON = "application/json"

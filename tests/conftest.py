@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from mar_builder.build.export import export_predictor
+from mar_builder.build.predictor import Predictor
 from mar_builder.cli import main as build_main
-from mar_builder.export import export_predictor
-from mar_builder.local_server import LocalTorchServe
-from mar_builder.predictor import Predictor
+from mar_builder.server.local_server import LocalTorchServe
 
 
 class TinyCNN(nn.Module):

@@ -8,7 +8,7 @@ from typing import Dict
 import numpy as np
 from PIL import Image
 
-from mar_builder.soak import png_written_by_hand
+from mar_builder.server.soak import png_written_by_hand
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 EXIF_ORIENTATION = 0x0112

@@ -10,7 +10,7 @@ from typing import Dict, Sequence
 from user_model_files import NAMES, SMALL, custom_network, write_user_files
 
 from mar_builder.cli import main as build_main
-from mar_builder.local_server import REPO_ROOT
+from mar_builder.server.local_server import REPO_ROOT
 
 TINY = "tiny"
 # What a checkout needs to serve archives: the code and TorchServe's settings files.

@@ -11,7 +11,7 @@ from bad_inputs import OCTET, BadRequest, bad_requests, odd_but_valid_images
 from image_fuzz import mutations
 from image_variants import SAMPLES
 
-from mar_builder.soak import worker_rss
+from mar_builder.server.soak import worker_rss
 
 pytestmark = pytest.mark.e2e
 

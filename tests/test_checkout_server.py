@@ -2,7 +2,7 @@
 
 import os
 
-from mar_builder import checkout_server
+from mar_builder.server import checkout_server
 
 
 def test_no_pid_file_means_no_server(tmp_path):

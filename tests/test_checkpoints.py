@@ -10,7 +10,7 @@ import torch
 from conftest import TinyCNN
 from torch import nn
 
-from mar_builder.checkpoints import find_weights, load_checkpoint, load_weights, match_network_keys
+from mar_builder.build.checkpoints import find_weights, load_checkpoint, load_weights, match_network_keys
 from mar_builder.errors import CheckpointError
 
 

@@ -5,7 +5,7 @@ import pytest
 import torchvision
 from PIL import Image
 
-from mar_builder.class_names import class_names_from_dir, log_class_names, read_class_names, validate_class_names
+from mar_builder.build.class_names import class_names_from_dir, log_class_names, read_class_names, validate_class_names
 from mar_builder.errors import ClassNamesError
 
 NAMES = ["Eiffel Tower", "Big Ben", "Taj Mahal"]

@@ -14,7 +14,8 @@ from conftest import TinyCNN, class_names
 from user_model_files import ARCH, NAMES, custom_network, run, write_user_files
 
 from mar_builder import cli
-from mar_builder.predictor import Predictor
+from mar_builder.build import export
+from mar_builder.build.predictor import Predictor
 
 SMALL = ["--resize", "72", "--crop", "64"]  # keeps the torchvision network fast
 
@@ -155,7 +156,7 @@ def test_whole_pickled_model_with_allow_pickle(tmp_path, capsys, caplog):
 def test_the_default_model_is_still_exported_traced(monkeypatch, tiny_predictor, tmp_path, capsys):
     calls = []
     monkeypatch.setattr(cli, "build_predictor", lambda: tiny_predictor())
-    monkeypatch.setattr(cli, "export_predictor", lambda predictor, output, trace: calls.append(trace) or "traced")
+    monkeypatch.setattr(export, "export_predictor", lambda predictor, output, trace: calls.append(trace) or "traced")
     assert run(["export", "--output", tmp_path / "m.pt"], capsys)[0] == 0
     assert calls == [True]
 

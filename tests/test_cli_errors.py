@@ -10,6 +10,7 @@ from conftest import TinyCNN
 from user_model_files import ARCH, custom_network, run, write_user_files
 
 from mar_builder import cli
+from mar_builder.build import export
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def test_unexpected_errors_are_one_line_with_a_traceback_only_when_verbose(monke
         raise RuntimeError("tracer exploded\nwith details on many lines")
 
     monkeypatch.setattr(cli, "build_predictor", lambda: None)
-    monkeypatch.setattr(cli, "export_predictor", broken)
+    monkeypatch.setattr(export, "export_predictor", broken)
     code, err = run(["export", "--output", tmp_path / "m.pt"], capsys)
     assert code == 1
     assert err == "error: RuntimeError: tracer exploded (--verbose shows the traceback)\n"

@@ -12,7 +12,7 @@ from image_variants import all_variants, encode, exif_rotated_jpeg, sample
 from PIL import Image
 from request_errors import ImageTooLarge, InvalidImage
 
-from mar_builder.soak import png_header
+from mar_builder.server.soak import png_header
 
 CAT = sample("chelsea.png")  # 451x300
 

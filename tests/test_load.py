@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from mar_builder.load import Load, Outcome, Shot, failures, percentile, photo_shots
-from mar_builder.local_server import Response
+from mar_builder.server.load import Load, Outcome, Shot, failures, percentile, photo_shots
+from mar_builder.server.local_server import Response
 
 
 class ScriptedClient:

@@ -1,6 +1,6 @@
 """The operations command line, without a server: what it says when it cannot work."""
 
-from mar_builder.operate import main
+from mar_builder.server.operate import main
 
 
 def write_config(tmp_path):

@@ -10,9 +10,9 @@ import time
 import psutil
 import pytest
 
-from mar_builder.load import Load, Outcome, photo_shots
-from mar_builder.local_server import LocalTorchServe, TorchServeClient
-from mar_builder.operate import main as operate_main
+from mar_builder.server.load import Load, Outcome, photo_shots
+from mar_builder.server.local_server import LocalTorchServe, TorchServeClient
+from mar_builder.server.operate import main as operate_main
 
 pytestmark = pytest.mark.e2e
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def test_keys_expire_and_rotate_through_the_token_api(bare_server, caplog):
     client = bare_server.client
     predictions = f"{client.inference_url}/predictions/nothing"
     old_key = client.token("inference")
-    with caplog.at_level(logging.INFO, logger="mar_builder.operate"):
+    with caplog.at_level(logging.INFO, logger="mar_builder.server.operate"):
         argv = ["--config", str(bare_server.config), "--key-file", str(client.key_file), "rotate-key", "inference"]
         assert operate_main(argv) == 0
     assert "new inference key" in caplog.text
@@ -208,7 +208,7 @@ def test_scaling_2_3_1_2_under_load(server, caplog):
             started = time.monotonic()
             if workers == 3:  # the `make scale` path, once
                 argv = ["--config", str(server.config), "--key-file", str(client.key_file), "scale", "3"]
-                with caplog.at_level(logging.INFO, logger="mar_builder.operate"):
+                with caplog.at_level(logging.INFO, logger="mar_builder.server.operate"):
                     assert operate_main(argv) == 0
                 assert "classifier: 3 worker(s)" in caplog.text
             else:

@@ -1,6 +1,6 @@
 """predict's output without a server: the top-k table, its bars, and the error line of a refused image."""
 
-from mar_builder.predict_command import BAR_WIDTH, bar, error_text, table
+from mar_builder.server.predict_command import BAR_WIDTH, bar, error_text, table
 
 ANSWER = {"Egyptian cat": 0.3778, "tiger cat": 0.3764, "lynx": 0.0158, "window screen": 0.001}
 

@@ -3,7 +3,7 @@
 import pytest
 
 from mar_builder.cli import main
-from mar_builder.local_server import REPO_ROOT
+from mar_builder.server.local_server import REPO_ROOT
 
 
 def test_stop_without_a_server_says_so_and_succeeds(tmp_path, caplog):

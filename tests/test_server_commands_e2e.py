@@ -11,9 +11,9 @@ import pytest
 from server_command_helpers import TINY, build_tiny_archive, copy_checkout, mar_builder
 from user_model_files import NAMES
 
-from mar_builder import checkout_server
-from mar_builder.local_server import REPO_ROOT, free_ports, read_properties, write_properties
-from mar_builder.server_ports import PORT_COUNT, with_ports
+from mar_builder.server import checkout_server
+from mar_builder.server.local_server import REPO_ROOT, free_ports, read_properties, write_properties
+from mar_builder.server.server_ports import PORT_COUNT, with_ports
 
 pytestmark = pytest.mark.e2e
 PHOTO = REPO_ROOT / "samples" / "chelsea.png"

@@ -5,8 +5,8 @@ import socket
 import pytest
 
 from mar_builder.errors import ServeError
-from mar_builder.local_server import read_properties
-from mar_builder.server_ports import check_free, listening, ports_from, with_ports
+from mar_builder.server.local_server import read_properties
+from mar_builder.server.server_ports import check_free, listening, ports_from, with_ports
 
 
 def test_the_default_settings_listen_on_loopback_at_torchserves_ports():

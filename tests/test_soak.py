@@ -7,8 +7,8 @@ from classifier_handler import ClassifierHandler
 from fake_context import FakeContext
 from PIL import Image
 
-from mar_builder.load import Outcome
-from mar_builder.soak import main, png_header, report, traffic
+from mar_builder.server.load import Outcome
+from mar_builder.server.soak import main, png_header, report, traffic
 
 
 def test_the_mix_is_mostly_valid_images_and_every_kind_of_bad_input():
@@ -59,14 +59,14 @@ def run(status, valid=True):
     ],
 )
 def test_the_verdict(outcomes, rss_end, passed, says, caplog):
-    with caplog.at_level(logging.INFO, logger="mar_builder.soak"):
+    with caplog.at_level(logging.INFO, logger="mar_builder.server.soak"):
         assert report(outcomes, 0.0, {1: 100, 2: 100}, rss_end) is passed
     assert says in caplog.text
 
 
 @pytest.mark.e2e
 def test_a_short_soak_passes_and_reports_every_number(model_store, caplog):
-    with caplog.at_level(logging.INFO, logger="mar_builder.soak"):
+    with caplog.at_level(logging.INFO, logger="mar_builder.server.soak"):
         assert main(["--seconds", "8", "--warmup", "4", "--model-store", str(model_store)]) == 0
     for expected in ("requests:", "200 OK", "400 InvalidImage", "413 ImageTooLarge", "p50", "p99", "RSS", "PASS"):
         assert expected in caplog.text, expected

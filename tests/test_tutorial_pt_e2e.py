@@ -10,7 +10,7 @@ from PIL import Image
 from tutorial_predictor import LANDMARKS, save_tutorial_pt
 
 from mar_builder.cli import main as build_main
-from mar_builder.local_server import LocalTorchServe
+from mar_builder.server.local_server import LocalTorchServe
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from validation_data import BROKEN, CLASSES, PHOTOS_PER_CLASS, ROTATED, UNKNOWN, build_archive, write_photos
 
-from mar_builder.archive import REPO_ROOT
+from mar_builder.build.archive import REPO_ROOT
 from mar_builder.cli import main
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mar_builder.errors import ValidationError
-from mar_builder.local_server import Response
+from mar_builder.server.local_server import Response
 from mar_builder.validation.mar_files import MarManifest
 from mar_builder.validation.served import ServedArchive
 

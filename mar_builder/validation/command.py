@@ -11,54 +11,11 @@ from ..errors import ValidationError
 from .in_process import InProcessModels, eager_network, exif_rotates, load_pt, read_photo, top
 from .mar_files import extract_member, read_manifest
 from .metrics import REPORTED_TOPK, PhotoAnswers, summarize
-from .photos import DEFAULT_LABEL_COLUMN, BadPhoto, LabelledPhoto, photos_from_csv, photos_from_folder, split_by_label
+from .photos import BadPhoto, LabelledPhoto, photos_from_csv, photos_from_folder, split_by_label
 from .report import results_text, run_description, write_html, write_summary
 from .served import ServedArchive
 
 logger = logging.getLogger(__name__)
-DEFAULT_MIN_AGREEMENT = 0.99
-
-
-def add_validate_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, metavar="DIR", help="labelled photos: DIR/<class name>/*")
-    parser.add_argument("--mar", type=Path, required=True, metavar="ARCHIVE", help="the built .mar to validate")
-    parser.add_argument(
-        "--labels-csv",
-        type=Path,
-        metavar="FILE",
-        help="instead of class subfolders: a CSV with a 'file' column (paths relative to DIR) and a label column; "
-        "a relative FILE not found here is looked up in DIR",
-    )
-    parser.add_argument(
-        "--label-column",
-        default=DEFAULT_LABEL_COLUMN,
-        metavar="NAME",
-        help="the --labels-csv column holding class names (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="where report.html and summary.json go (default: <name>-validation/ beside the archive)",
-    )
-    parser.add_argument(
-        "--min-agreement",
-        type=float,
-        default=DEFAULT_MIN_AGREEMENT,
-        metavar="FRACTION",
-        help="exit 1 when the served top-1 agrees with the eager top-1 on a smaller fraction of the photos "
-        "(default: %(default)s)",
-    )
-    eager = parser.add_argument_group(
-        "the eager network for (a) (without these flags the network inside the archive's .pt stands in for it)"
-    )
-    eager.add_argument("--default-model", action="store_true", help="the embedded EfficientNet-Lite0 (default archive)")
-    eager.add_argument("--arch", metavar="NAME", help="a torchvision architecture, as for build")
-    eager.add_argument("--model-file", metavar="FILE.py:NAME", help="your nn.Module, as for build")
-    eager.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for --model-file")
-    eager.add_argument("--weights", type=Path, metavar="CKPT", help="the checkpoint, as for build")
-    eager.add_argument("--allow-pickle", action="store_true", help="load pickled checkpoints (runs their code)")
-    parser.add_argument("--verbose", action="store_true", help="show tracebacks")
 
 
 def run_validate(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ EXIF_ORIENTATION = 0x0112
 
 @dataclass(frozen=True)
 class PtSettings:
-    """What the exported Predictor carries besides its network (see mar_builder/predictor.py)."""
+    """What the exported Predictor carries besides its network (see mar_builder/build/predictor.py)."""
 
     class_names: Tuple[str, ...]  # output i is class_names[i]
     mean: Tuple[float, ...]  # per channel (R, G, B), of pixels in [0, 1]
@@ -110,7 +110,7 @@ def eager_network(settings: PtSettings, default_model: bool, user_flags: Dict[st
     if default_model and given:
         raise ValidationError(f"--default-model excludes {', '.join('--' + k.replace('_', '-') for k in given)}")
     if default_model:
-        from ..default_model import imagenet_class_names, load_default_model
+        from ..build.default_model import imagenet_class_names, load_default_model
 
         if list(settings.class_names) != imagenet_class_names():
             raise ValidationError(
@@ -119,8 +119,8 @@ def eager_network(settings: PtSettings, default_model: bool, user_flags: Dict[st
         return load_default_model()
     if not given:
         return None
-    from ..model_sources import parse_model_kwargs
-    from ..user_model import Preprocessing, UserModel, build_predictor
+    from ..build.model_sources import parse_model_kwargs
+    from ..build.user_model import Preprocessing, UserModel, build_predictor
 
     kwargs = dict(user_flags)
     if kwargs.get("model_kwargs") is not None:

@@ -8,7 +8,7 @@ from typing import Any, Dict, Sequence
 import torch
 
 from ..errors import ValidationError
-from ..local_server import LocalTorchServe, ServerError
+from ..server.local_server import LocalTorchServe, ServerError
 from .mar_files import MarManifest, copy_answering_all_classes
 
 

@@ -7,7 +7,7 @@ from typing import Any, List, Sequence
 import torch
 import torchvision.transforms as T
 
-from .errors import ModelSourceError
+from ..errors import ModelSourceError
 from .export import random_images, torchscript_deprecation_acknowledged
 from .predictor import Predictor
 from .scripted_classifier import to_tensor

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Set, Tuple
 import torch
 from torch import nn
 
-from .errors import CheckpointError, first_line
+from ..errors import CheckpointError, first_line
 
 logger = logging.getLogger(__name__)
 

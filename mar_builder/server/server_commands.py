@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import ServeError
 from . import checkout_server
-from .errors import ServeError
 from .local_server import CONFIG_FILE, read_properties
 from .operate import checked, show_workers
 from .server_ports import ports_from

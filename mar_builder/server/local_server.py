@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
+from ..constants import REPO_ROOT
 from .server_ports import PORT_COUNT, check_free, with_ports
 from .torchserve_client import KEY_FILE, Response, ServerError, TorchServeClient  # noqa: F401 (imported from here)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = REPO_ROOT / "config.properties"
 
 
@@ -181,10 +181,10 @@ class LocalTorchServe:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m mar_builder.local_server wait-ready MODEL`: wait for the server config.properties describes."""
+    """`python -m mar_builder.server.local_server wait-ready MODEL`: wait for the server config.properties describes."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m mar_builder.local_server", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mar_builder.server.local_server", description=main.__doc__)
     parser.add_argument("action", choices=["wait-ready"])
     parser.add_argument("model")
     parser.add_argument("--timeout", type=float, default=180.0)

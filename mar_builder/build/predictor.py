@@ -8,7 +8,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from .constants import DEFAULT_CROP_SIZE, DEFAULT_MEAN, DEFAULT_RESIZE_SIZE, DEFAULT_STD
+from ..constants import DEFAULT_CROP_SIZE, DEFAULT_MEAN, DEFAULT_RESIZE_SIZE, DEFAULT_STD
 
 
 class UInt8Resize(T.Resize):

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ServeError
+from ..errors import ServeError
 from .local_server import CONFIG_FILE, KEY_FILE, Response, TorchServeClient, read_properties
 
-logger = logging.getLogger("mar_builder.operate")
+logger = logging.getLogger("mar_builder.server.operate")
 
 
 class OperateError(ServeError):
@@ -18,7 +18,7 @@ class OperateError(ServeError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mar_builder.operate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mar_builder.server.operate", description=__doc__)
     parser.add_argument("--config", type=Path, default=CONFIG_FILE, help="the server's settings (default: %(default)s)")
     parser.add_argument(
         "--key-file",

@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from .errors import ClassNamesError
+from ..errors import ClassNamesError
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Dict, List, Sequence
 
 import psutil
 
-from .errors import ServeError
+from ..errors import ServeError
 from .local_server import KEY_FILE, REPO_ROOT, LocalTorchServe, TorchServeClient, read_properties
 
 STATE_DIR_ENV = "MAR_BUILDER_STATE_DIR"  # another state folder for every server command

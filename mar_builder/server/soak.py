@@ -18,7 +18,7 @@ from typing import Dict, List, Sequence
 from .load import SAMPLES, Load, Outcome, Shot, failures, percentile, photo_shots
 from .local_server import REPO_ROOT, LocalTorchServe, ServerError, TorchServeClient
 
-logger = logging.getLogger("mar_builder.soak")
+logger = logging.getLogger("mar_builder.server.soak")
 RSS_GROWTH_LIMIT = 0.10  # the target: worker memory grows less than 10 % after warm-up
 PROGRESS_EVERY_S = 30.0
 
@@ -145,7 +145,7 @@ def soak(model_store: Path, seconds: float, warmup: float, clients: int, workdir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mar_builder.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mar_builder.server.soak", description=__doc__)
     parser.add_argument("--seconds", type=float, default=180.0, help="soak after warm-up (default: %(default)s)")
     parser.add_argument("--warmup", type=float, default=20.0, help="load before measuring (default: %(default)s)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default: %(default)s)")

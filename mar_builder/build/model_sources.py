@@ -14,8 +14,8 @@ from typing import Any, Dict, List
 import torch
 from torch import nn
 
+from ..errors import ModelSourceError, first_line
 from .class_names import validate_class_names
-from .errors import ModelSourceError, first_line
 from .export import random_images, torchscript_deprecation_acknowledged
 from .scripted_classifier import PROBABILITY_TOLERANCE, check_scripted_classifier
 

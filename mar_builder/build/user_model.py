@@ -9,10 +9,10 @@ from typing import Any, Dict, Tuple
 import torch
 from torch import nn
 
+from ..constants import DEFAULT_CROP_SIZE, DEFAULT_RESIZE_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from ..errors import ModelSourceError, SettingsError, first_line
 from .checkpoints import find_weights, load_checkpoint, load_weights
 from .class_names import validate_class_names
-from .constants import DEFAULT_CROP_SIZE, DEFAULT_RESIZE_SIZE, IMAGENET_MEAN, IMAGENET_STD
-from .errors import ModelSourceError, SettingsError, first_line
 from .model_sources import build_architecture, build_from_model_file
 from .predictor import Predictor
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .errors import ServeError
+from ..errors import ServeError
 
 KEY_FILE = "key_file.json"  # TorchServe writes it into its working directory
 

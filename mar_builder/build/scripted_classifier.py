@@ -11,9 +11,9 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
+from ..constants import FULL_DECODE_RESIZE_SIZE
+from ..errors import ExportError, ModelSourceError, first_line
 from .class_names import validate_class_names
-from .constants import FULL_DECODE_RESIZE_SIZE
-from .errors import ExportError, ModelSourceError, first_line
 from .export import random_images, torchscript_deprecation_acknowledged
 
 logger = logging.getLogger(__name__)

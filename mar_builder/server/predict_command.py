@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import ServeError
 from . import checkout_server
-from .errors import ServeError
 from .server_commands import add_state_dir_flag, state_dir
 
 BAR_WIDTH = 30  # characters for a probability of 1

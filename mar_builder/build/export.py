@@ -11,8 +11,8 @@ from typing import Callable, Iterator, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from .constants import DEFAULT_CROP_SIZE
-from .errors import ExportError, first_line
+from ..constants import DEFAULT_CROP_SIZE
+from ..errors import ExportError, first_line
 from .predictor import Predictor
 
 logger = logging.getLogger(__name__)

@@ -2,11 +2,12 @@
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .class_names import class_names_from_dir, read_class_names
-from .errors import SettingsError
-from .model_sources import parse_model_kwargs
-from .user_model import Preprocessing, UserModel
+from ..errors import SettingsError
+
+if TYPE_CHECKING:  # user_model imports torch: the command line loads it only when a model is built
+    from .user_model import UserModel
 
 # Flags that describe your own model (argparse dest -> flag); none of them means the default model.
 USER_MODEL_FLAGS = {
@@ -102,8 +103,12 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def user_model_from_args(args: argparse.Namespace) -> UserModel | None:
+def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
     """Your model as the flags describe it; None for --pt (packed as is) and for the default model."""
+    from .class_names import class_names_from_dir, read_class_names
+    from .model_sources import parse_model_kwargs
+    from .user_model import Preprocessing, UserModel
+
     given = [flag for dest, flag in USER_MODEL_FLAGS.items() if getattr(args, dest) not in (None, False)]
     if args.pt is not None:
         extra = given + (["--trace"] if args.trace else [])

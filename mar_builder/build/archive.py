@@ -11,9 +11,9 @@ from typing import List
 
 import yaml
 
-from .errors import ExportError
+from ..constants import REPO_ROOT
+from ..errors import ExportError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 HANDLER_DIR = REPO_ROOT / "handler"
 HANDLER_FILE = "classifier_handler.py"
 MODEL_CONFIG_FILE = "model-config.yaml"

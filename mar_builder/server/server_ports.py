@@ -5,7 +5,7 @@ import socket
 from typing import Dict, List, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from .errors import ServeError
+from ..errors import ServeError
 
 # The settings that name a listening address, in the order `--ports BASE` numbers them (BASE, BASE+1, ...).
 # TorchServe starts its gRPC APIs too, on 7070 and 7071 unless told otherwise.
