@@ -28,7 +28,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mar_builder", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mar-builder", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="write a verified, standalone Predictor .pt")
     export.add_argument("--output", type=Path, required=True, help="where to write the .pt")
