@@ -14,6 +14,7 @@ from typing import Sequence
 from .archive import REPO_ROOT, pack_archive
 from .constants import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, DEFAULT_TOPK
 from .default_model import imagenet_class_names, load_default_model
+from .deploy import add_deploy_parser, run_deploy
 from .errors import ExportError, SettingsError, first_line
 from .export import export_predictor
 from .model_flags import add_model_flags, user_model_from_args
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (export, build):
         add_model_flags(sub)
         sub.add_argument("--verbose", action="store_true", help="show tracebacks")
+    add_deploy_parser(commands)
     return parser
 
 
@@ -69,6 +71,9 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.command == "export":
         write_pt(args, args.output)
+        return
+    if args.command == "deploy":
+        run_deploy(args)
         return
     if not NAME_PATTERN.match(args.name):
         raise SettingsError(f"--name {args.name!r}: use letters, digits, '_', '-' or '.', starting with a letter")
