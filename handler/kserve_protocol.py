@@ -205,17 +205,22 @@ def v2_response(answers: List[Any], body: Dict[str, Any], context: Any, idx: int
             probabilities += list(answer.values())
             errors.append("")
     n = len(answers)
+    outputs = [
+        {"name": LABELS, "datatype": "BYTES", "shape": [n, k], "data": labels},
+        {"name": PROBABILITIES, "datatype": "FP32", "shape": [n, k], "data": probabilities},
+        {"name": ERRORS, "datatype": "BYTES", "shape": [n], "data": errors},
+    ]
+    requested = body.get("outputs")
+    if isinstance(requested, list) and requested:  # only the outputs asked for, as the protocol says
+        names = {r.get("name") for r in requested if isinstance(r, dict)}
+        outputs = [o for o in outputs if o["name"] in names]
     model = context.manifest["model"]
     request_id = body.get("id") if isinstance(body.get("id"), str) else None
     return {
         "model_name": model["modelName"],
         "model_version": model.get("modelVersion", ""),
         "id": request_id or context.get_request_id(idx),
-        "outputs": [
-            {"name": LABELS, "datatype": "BYTES", "shape": [n, k], "data": labels},
-            {"name": PROBABILITIES, "datatype": "FP32", "shape": [n, k], "data": probabilities},
-            {"name": ERRORS, "datatype": "BYTES", "shape": [n], "data": errors},
-        ],
+        "outputs": outputs,
     }
 
 

@@ -81,13 +81,14 @@ def model_snapshot(name: str, mar: Path) -> str:
     return json.dumps(snapshot, separators=(",", ":"))
 
 
-def pod_properties(target: str, name: str, mar: Path) -> Dict[str, str]:
+def pod_properties(target: str, name: str, mar: Path, protocol: str = "v1") -> Dict[str, str]:
     """config.properties for the pod: ours, with the addresses, paths and token setting a pod needs.
 
     KServe (torchserve-kfs image): its kserve wrapper listens on 8080 and forwards to TorchServe, so
     TorchServe's inference and management APIs stay on loopback (8085, 8081); only metrics (8082,
     the runtime's prometheus.kserve.io/port) listen on every interface. Kubernetes: TorchServe
-    answers inference on 8080 itself; management stays on loopback.
+    answers inference on 8080 itself; management stays on loopback. With protocol v2 the Open
+    Inference Protocol's health and metadata routes (/v2/health/ready, ...) are turned on too.
     """
     properties = {k: v for k, v in read_properties(REPO_ROOT / "config.properties").items() if k not in DROPPED}
     config_dir = f"{MOUNT_PATH}/{CONFIG_DIR}"
@@ -112,6 +113,8 @@ def pod_properties(target: str, name: str, mar: Path) -> Dict[str, str]:
             "disable_token_authorization": "true",
         }
     )
+    if protocol == "v2":
+        properties["ts_open_inference_protocol"] = "true"
     properties["vmargs"] = re.sub(
         r"(-Dlog4j\.configurationFile=)\S+", lambda m: m.group(1) + f"{config_dir}/log4j2.xml", properties["vmargs"]
     )
@@ -130,7 +133,7 @@ def write_layout(config: DeployConfig) -> List[Path]:
     config_dir.mkdir(parents=True, exist_ok=True)
     store.mkdir(parents=True, exist_ok=True)
     written = [config_dir / "config.properties", config_dir / "metrics.yaml", config_dir / "log4j2.xml"]
-    properties = pod_properties(config.target, name, config.mar)
+    properties = pod_properties(config.target, name, config.mar, config.manifest.protocol)
     header = f"# Written by `mar-builder deploy {config.target}`: TorchServe in a pod, layout under {MOUNT_PATH}.\n"
     write_properties(written[0], properties)
     written[0].write_text(header + written[0].read_text())
