@@ -179,3 +179,12 @@ def test_the_pod_runs_the_layouts_config_with_only_paths_and_ports_changed(pod):
     assert set(pod.ports) == {f"TS_{api}" for api in apis}
     assert pod.env().get("TS_SERVICE_ENVELOPE") == {"v1": "kserve", "v2": "kservev2", None: None}[pod.protocol]
     assert Path(pod.args()[0]).name == "torchserve" and pod.args()[1:2] == ["--start"]
+
+
+def test_probes_and_the_kserve_wrapper_need_no_token_in_the_pod(pod):
+    # Token authorization is off in the layout (README: Security in a cluster): what the kubelet's
+    # /ping probe and the kserve wrapper send, requests without a key, must be answered.
+    assert not pod.client.key_file.exists()
+    assert pod.client.request("GET", pod.client.inference_url + "/ping").status == 200
+    description = pod.client.request("GET", f"{pod.client.management_url}/models/classifier")
+    assert description.status == 200 and description.json()[0]["batchSize"] == 2
