@@ -6,10 +6,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from .deploy import CONFIG_DIR, MODEL_STORE_DIR
-from .local_server import LocalTorchServe, ServerError, TorchServeClient, free_ports, read_properties, write_properties
+from .local_server import ServerError, TorchServeClient, free_ports, read_properties, write_properties
 from .manifests import MOUNT_PATH, torchserve_args
 
 # KServe sets TS_SERVICE_ENVELOPE from the InferenceService's protocolVersion (kserve-torchserve.yaml).
@@ -50,7 +50,7 @@ class SimulatedPod:
         )
         self.process: subprocess.Popen | None = None
 
-    def args(self) -> list:
+    def args(self) -> List[str]:
         """The runtime's arguments, with the mount path replaced by the layout's folder."""
         args = [a.replace(f"{MOUNT_PATH}/{CONFIG_DIR}/config.properties", str(self.config)) for a in torchserve_args()]
         args = [a.replace(f"{MOUNT_PATH}/{MODEL_STORE_DIR}", str(self.layout / MODEL_STORE_DIR)) for a in args]
@@ -68,12 +68,18 @@ class SimulatedPod:
         return env
 
     def start(self, timeout: float = 180.0) -> "SimulatedPod":
+        """Start TorchServe and wait until the model's workers are READY; ServerError (with the log's
+        last lines) when it exits or is not ready within `timeout` seconds."""
         self.log_path = self.workdir / "console.log"
         with open(self.log_path, "wb") as log:
             # `torchserve --start` without --foreground, as in the pod: the CLI starts the frontend and
             # returns; the frontend stays in this process group, which stop() ends.
             self.process = subprocess.Popen(
-                self.args(), cwd=self.workdir, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                self.args(),
+                cwd=self.workdir,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         try:
@@ -84,7 +90,11 @@ class SimulatedPod:
         return self
 
     def log_tail(self, lines: int = 30) -> str:
-        return LocalTorchServe.log_tail(self, lines)  # type: ignore[arg-type]
+        text = ""
+        for path in (self.log_path, self.workdir / "logs" / "model_log.log"):
+            if path.exists():
+                text += "".join(path.read_text(errors="replace").splitlines(True)[-lines:])
+        return text
 
     def stop(self) -> None:
         if self.process is None:
