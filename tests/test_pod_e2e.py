@@ -188,3 +188,13 @@ def test_probes_and_the_kserve_wrapper_need_no_token_in_the_pod(pod):
     assert pod.client.request("GET", pod.client.inference_url + "/ping").status == 200
     description = pod.client.request("GET", f"{pod.client.management_url}/models/classifier")
     assert description.status == 200 and description.json()[0]["batchSize"] == 2
+
+
+def test_a_plain_torchserves_v1_route_reaches_the_handler(pod):
+    if pod.protocol is not None:
+        pytest.skip("the plain TorchServe (no envelope)")
+    # TorchServe 0.12's frontend routes /v1/models/<name>:predict to the model without an envelope: the
+    # handler answers the body as it answers /predictions (here its single-image JSON form).
+    response = post(pod, "/v1/models/classifier:predict", {"data": b64("coffee.png")})
+    assert response.status == 200, response.body
+    assert next(iter(response.json())) in EXPECTED_TOP1["coffee.png"]
