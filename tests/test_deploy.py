@@ -57,6 +57,7 @@ def test_kserve_layout_is_what_the_runtime_mounts(tmp_path, mar):
     assert properties["management_address"] == "http://127.0.0.1:8081"
     assert properties["enable_model_api"] == "false" and properties["disable_token_authorization"] == "true"
     assert "token_expiration_min" not in properties
+    assert properties["ts_open_inference_protocol"] == "true"  # v2: TorchServe's /v2/health/* routes
     isvc, policy = yaml.safe_load_all((out / "inferenceservice.yaml").read_text())
     assert isvc["metadata"]["name"] == "landmarks" and isvc["spec"]["predictor"]["model"]["protocolVersion"] == "v2"
     assert policy["kind"] == "NetworkPolicy"
@@ -68,6 +69,7 @@ def test_kubernetes_layout_serves_inference_itself(tmp_path, mar):
     assert deploy(*args, "--max-replicas", "8") == 0
     properties = read_properties(out / "config" / "config.properties")
     assert properties["inference_address"] == "http://0.0.0.0:8080"
+    assert "ts_open_inference_protocol" not in properties  # v1, the default
     kinds = {d["kind"]: d for d in yaml.safe_load_all((out / "kubernetes.yaml").read_text())}
     assert set(kinds) == {"Deployment", "Service", "HorizontalPodAutoscaler", "NetworkPolicy"}
     container = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
