@@ -125,15 +125,20 @@ def _base64_or_error(text: Any) -> bytes | RequestError:
         return InvalidRequest(f"invalid base64 image data: {e}")
 
 
-def classify_all(handler: Any, payloads: List[bytes | RequestError], metrics: HandlerMetrics, idx: int) -> List[Any]:
-    """Top-k dicts (or RequestErrors) for the payloads, through the handler's decode/preprocess/classify."""
+def classify_all(
+    handler: Any, payloads: List[bytes | RequestError], metrics: HandlerMetrics, owners: List[int]
+) -> List[Any]:
+    """Top-k dicts (or RequestErrors) for the payloads, through the handler's decode/preprocess/classify.
+
+    `owners[i]` is the index in TorchServe's batch of the request payload i came from.
+    """
     answers: List[Any] = list(payloads)
     images, slots = [], []
     for slot, payload in enumerate(payloads):
         if isinstance(payload, RequestError):
             continue
         try:
-            with metrics.decoding(idx):
+            with metrics.decoding(owners[slot]):
                 image = decode_image(payload, handler.settings.max_image_pixels, handler.decode_min_side)
             images.append(handler.model.preprocess(image.to(handler.device)))
             slots.append(slot)
@@ -146,9 +151,9 @@ def classify_all(handler: Any, payloads: List[bytes | RequestError], metrics: Ha
         for row, slot in enumerate(slots):
             pairs = zip(top_i[row].tolist(), top_p[row].tolist(), strict=True)
             answers[slot] = {handler.class_names[i]: p for i, p in pairs}
-    for answer in answers:
+    for slot, answer in enumerate(answers):
         if isinstance(answer, RequestError):
-            metrics.rejected(type(answer).__name__, idx)
+            metrics.rejected(type(answer).__name__, owners[slot])
     return answers
 
 
@@ -161,6 +166,7 @@ def handle_batch(handler: Any, data: List[Dict[str, Any]], context: Any) -> List
     responses: List[Any] = [None] * len(data)
     protocol_requests: List[Tuple[int, str, Dict[str, Any], int]] = []  # idx, protocol, body, image count
     payloads: List[bytes | RequestError] = []
+    owners: List[int] = []  # the request index of each payload, for the metrics
     for idx, request in enumerate(data):
         protocol = protocol_of(request, handler.kserve_envelope) or "plain"
         body = request_body(request)
@@ -171,11 +177,13 @@ def handle_batch(handler: Any, data: List[Dict[str, Any]], context: Any) -> List
                 images = images_of(protocol, body)
         except RequestError as error:
             metrics.rejected(type(error).__name__, idx)
-            responses[idx] = _error(context, idx, error)
+            refuse = handler._refuse if protocol == "plain" else _error
+            responses[idx] = refuse(context, idx, error)
             continue
         protocol_requests.append((idx, protocol, body, len(images)))
         payloads.extend(images)
-    answers = classify_all(handler, payloads, metrics, protocol_requests[0][0]) if payloads else []
+        owners.extend([idx] * len(images))
+    answers = classify_all(handler, payloads, metrics, owners) if payloads else []
     start = 0
     for idx, protocol, body, count in protocol_requests:
         mine, start = answers[start : start + count], start + count

@@ -113,3 +113,14 @@ def test_no_envelope_means_no_bypass_and_v1_bodies_stay_the_handlers(monkeypatch
     # Without the kserve envelope {"instances": ...} is not v1: the handler's own parsing answers it.
     answer = handler.handle([{"body": {"instances": [{"data": CAT}]}}], context.with_requests([{}]))[0]
     assert "predictions" not in answer
+
+
+def test_a_plain_request_in_a_protocol_batch_fails_as_the_handler_fails_it(tiny_pt):
+    handler, context = handler_for(tiny_pt)
+    v2 = {"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES", "data": [CAT]}]}
+    batch = [{"body": v2}, {"body": bytearray(b"garbage bytes")}, {"body": {"image": "no data field"}}]
+    v2_answer, garbage, no_data = handler.handle(batch, context.with_requests([{}, {}, {}]))
+    assert v2_answer["outputs"][2]["data"] == [""]
+    assert garbage["type"] == "InvalidImage" and garbage["code"] == 400
+    assert no_data["type"] == "InvalidRequest" and 'no "data" field' in no_data["message"]
+    assert sorted(context.statuses) == [1, 2] and {s[0] for s in context.statuses.values()} == {400}
