@@ -11,18 +11,20 @@ BENCH_STAMP := $(VENV)/.bench-installed
 venv: $(STAMP)
 
 # Re-installs only when the pinned requirements change; pip takes torch from wheels on disk.
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "error: Python 3.11 is required, got " + sys.version.split()[0])'
 	@echo "Installing the pinned stack into $(VENV): torch, torchvision, TorchServe, the default model (about 2-3 minutes the first time)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $$(grep '^kserve==' requirements-clients.txt)
+	$(PY) -m pip install -q --disable-pip-version-check $$(grep -v -e '^#' -e '^kserve==' requirements-clients.txt)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 java:
 	@scripts/ensure_java.sh
 
-model_store/classifier.mar: $(STAMP) $(wildcard mar_builder/*.py handler/*)
+model_store/classifier.mar: $(STAMP) $(wildcard mar_builder/*.py mar_builder/build/*.py handler/*)
 	./build_mar.sh
 
 build: model_store/classifier.mar

@@ -5,6 +5,7 @@ import os
 import warnings
 from typing import Any, Dict, List
 
+import kserve_protocol
 import torch
 from handler_metrics import HandlerMetrics
 from handler_settings import HandlerSettings
@@ -26,6 +27,7 @@ class ClassifierHandler:
         self.topk = 1
         self.decode_min_side: int | None = None
         self.memory_format = torch.contiguous_format
+        self.kserve_envelope: str | None = None  # "v1"/"v2" when TorchServe runs behind KServe's envelope
         self.initialized = False
 
     def initialize(self, context: Any) -> None:
@@ -52,6 +54,7 @@ class ClassifierHandler:
         factor = self.settings.jpeg_draft_factor
         self.decode_min_side = factor * int(self.model.resize_size) if factor else None
         self.memory_format = torch.channels_last if self.settings.channels_last else torch.contiguous_format
+        self.kserve_envelope = kserve_protocol.bypass_envelopes()
         self.initialized = True
         logger.info(
             "loaded %s: %d classes, top-%d, %d torch threads, device %s",
@@ -65,6 +68,8 @@ class ClassifierHandler:
     def handle(self, data: List[Dict[str, Any]], context: Any) -> List[Any]:
         """Answer every request of the batch; a bad one gets its own 4xx, the others their top-k."""
         assert self.model is not None, "initialize() must run before handle()"
+        if any(kserve_protocol.protocol_of(request, self.kserve_envelope) for request in data):
+            return kserve_protocol.handle_batch(self, data, context)
         metrics = HandlerMetrics(context)
         responses: List[Any] = [None] * len(data)
         images, positions = [], []

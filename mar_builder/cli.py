@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from .build.model_flags import add_model_flags, user_model_from_args
 from .constants import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, DEFAULT_TOPK, REPO_ROOT
+from .deploy.command import add_deploy_parser, run_deploy
 from .errors import ExportError, ServeError, SettingsError, first_line
 from .server import predict_command, server_commands
 from .validation.flags import add_validate_flags
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "its own, on labelled photos: report.html and summary.json; exit 1 below --min-agreement",
     )
     add_validate_flags(validate)
+    add_deploy_parser(commands)
     return parser
 
 
@@ -126,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
         return run_validate(args)
     if args.command == "export":
         write_pt(args, args.output)
+        return 0
+    if args.command == "deploy":
+        run_deploy(args)
         return 0
     if not NAME_PATTERN.match(args.name):
         raise SettingsError(f"--name {args.name!r}: use letters, digits, '_', '-' or '.', starting with a letter")
