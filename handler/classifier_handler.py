@@ -3,16 +3,21 @@
 import logging
 import os
 import warnings
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import torch
 from handler_metrics import HandlerMetrics
 from handler_settings import HandlerSettings
 from image_decoding import decode_image
+from repeated_parts import keep_repeated_parts
 from request_errors import RequestError
-from request_payload import image_bytes
+from request_payload import RequestImages, request_images
 
 logger = logging.getLogger(__name__)
+
+JSON_CONTENT_TYPE = "application/json"
+# A list request where some images were refused: each slot of the answer has its own code.
+PARTLY_REFUSED = 207
 
 
 class ClassifierHandler:
@@ -32,6 +37,7 @@ class ClassifierHandler:
         properties = context.system_properties
         model_config = getattr(context, "model_yaml_config", None) or {}
         self.settings = HandlerSettings.from_model_config(model_config)
+        keep_repeated_parts()  # -F image=@a.jpg -F image=@b.jpg: TorchServe would keep only b.jpg
         threads = self.settings.torch_threads(int(model_config.get("minWorkers", 1)))
         torch.set_num_threads(threads)
         gpu_id = properties.get("gpu_id")
@@ -63,40 +69,107 @@ class ClassifierHandler:
         )
 
     def handle(self, data: List[Dict[str, Any]], context: Any) -> List[Any]:
-        """Answer every request of the batch; a bad one gets its own 4xx, the others their top-k."""
+        """Answer every request of the batch; the images of all its requests are classified together.
+
+        A request of one image gets a top-k object; a request in a list form (several file parts,
+        `"instances"`, a `"data"` list) gets a list with one top-k object or error object per image,
+        in request order. A bad request, or a bad image of a one-image request, gets its own 4xx.
+        """
         assert self.model is not None, "initialize() must run before handle()"
         metrics = HandlerMetrics(context)
-        responses: List[Any] = [None] * len(data)
-        images, positions = [], []
+        found: List[RequestImages | RequestError] = []
+        images: List[bytes | RequestError] = []
+        owners: List[int] = []
         for idx, request in enumerate(data):
             try:
-                payload = image_bytes(request, context.get_all_request_header(idx))
-                with metrics.decoding(idx):
-                    image = decode_image(payload, self.settings.max_image_pixels, self.decode_min_side)
-                images.append(self.model.preprocess(image.to(self.device)))
-                positions.append(idx)
+                request_found = request_images(
+                    request, context.get_all_request_header(idx), self.settings.max_images_per_request
+                )
             except RequestError as error:
                 metrics.rejected(type(error).__name__, idx)
-                responses[idx] = self._refuse(context, idx, error)
-        if images:
+                found.append(error)
+                continue
+            found.append(request_found)
+            images.extend(request_found.images)
+            owners.extend([idx] * len(request_found.images))
+        answers = iter(self.classify_images(images, owners, metrics))
+        responses: List[Any] = []
+        for idx, request_found in enumerate(found):
+            if isinstance(request_found, RequestError):
+                responses.append(self._refuse(context, idx, request_found))
+                continue
+            own = [next(answers) for _ in request_found.images]
+            responses.append(self._respond(context, idx, own, request_found.listed))
+        refused = sum(isinstance(a, RequestError) for a in images) + sum(isinstance(f, RequestError) for f in found)
+        if refused:
+            logger.info("batch of %d requests, %d images: %d refused", len(data), len(images), refused)
+        return responses
+
+    def classify_images(
+        self, images: Sequence[bytes | RequestError], owners: Sequence[int], metrics: HandlerMetrics
+    ) -> List[Dict[str, float] | RequestError]:
+        """Decode, preprocess and classify encoded images as one batch; the core of every request form.
+
+        `images[i]` is an encoded image or the error already found for it; `owners[i]` is the index of
+        its request in TorchServe's batch (for metrics). Returns, per image, its top-k
+        `{label: probability}` (most likely first) or the RequestError that refused it.
+        """
+        assert self.model is not None, "initialize() must run before classify_images()"
+        answers: List[Dict[str, float] | RequestError] = list(images)  # type: ignore[arg-type]
+        crops, positions = [], []
+        for position, (image, idx) in enumerate(zip(images, owners, strict=True)):
+            try:
+                if isinstance(image, RequestError):
+                    raise image
+                with metrics.decoding(idx):
+                    decoded = decode_image(image, self.settings.max_image_pixels, self.decode_min_side)
+                crops.append(self.model.preprocess(decoded.to(self.device)))
+                positions.append(position)
+            except RequestError as error:
+                metrics.rejected(type(error).__name__, idx)
+                answers[position] = error
+        if crops:
             with metrics.predicting():
-                batch = torch.stack(images).contiguous(memory_format=self.memory_format)
+                batch = torch.stack(crops).contiguous(memory_format=self.memory_format)
                 probabilities = self.model.classify(batch).cpu()
                 top_p, top_i = probabilities.topk(self.topk, dim=1)
-            for row, idx in enumerate(positions):
-                responses[idx] = {
+            for row, position in enumerate(positions):
+                answers[position] = {
                     self.class_names[i]: p for p, i in zip(top_p[row].tolist(), top_i[row].tolist(), strict=True)
                 }
-        if len(positions) < len(data):
-            logger.info("batch of %d: %d classified, %d refused", len(data), len(positions), len(data) - len(positions))
-        return responses
+        return answers
+
+    def _respond(self, context: Any, idx: int, answers: List[Dict[str, float] | RequestError], listed: bool) -> Any:
+        if not listed:
+            (answer,) = answers
+            if isinstance(answer, RequestError):
+                return self._refuse(context, idx, answer)
+            context.set_response_content_type(idx, JSON_CONTENT_TYPE)
+            return answer
+        errors = [a for a in answers if isinstance(a, RequestError)]
+        body = [a.to_json() if isinstance(a, RequestError) else a for a in answers]
+        context.set_response_content_type(idx, JSON_CONTENT_TYPE)
+        if not errors:
+            return body
+        if len(errors) < len(answers):
+            status, phrase = PARTLY_REFUSED, f"{len(errors)} of {len(answers)} images refused; see each one's answer"
+        else:
+            statuses = {e.status for e in errors}
+            status = statuses.pop() if len(statuses) == 1 else 400
+            phrase = f"all {len(answers)} images refused; first: {errors[0]}"
+        logger.info("request %d: %s", idx, phrase)
+        context.set_response_status(status, _status_phrase(phrase), idx)
+        return body
 
     @staticmethod
     def _refuse(context: Any, idx: int, error: RequestError) -> Dict[str, Any]:
         body = error.to_json()
         logger.info("request %d refused: %d %s: %s", idx, error.status, body["type"], body["message"])
-        # The reason phrase goes on the HTTP status line: one short printable ASCII line.
-        phrase = "".join(c if " " <= c <= "~" else "?" for c in body["message"])[:200]
-        context.set_response_status(error.status, phrase, idx)
-        context.set_response_content_type(idx, "application/json")
+        context.set_response_status(error.status, _status_phrase(str(body["message"])), idx)
+        context.set_response_content_type(idx, JSON_CONTENT_TYPE)
         return body
+
+
+def _status_phrase(text: str) -> str:
+    """The reason phrase goes on the HTTP status line: one short printable ASCII line."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:200]
