@@ -64,7 +64,13 @@ def test_every_readme_form_answers_a_5_mb_photo_alike(server, photo):
     shell("base64 -w0 photo.jpg > photo.b64", folder)
     shell("base64 photo.jpg > wrapped.b64", folder)
     shell("""(printf '{"data": "'; base64 -w0 photo.jpg; printf '"}') > request.json""", folder)
-    shell("""(printf '{"instances": [{"data": "'; base64 -w0 photo.jpg; printf '"}]}') > instances.json""", folder)
+    # The README's two-image JSON, verbatim.
+    shell("cp photo.jpg a.jpg; cp photo.jpg b.jpg", folder)
+    shell(
+        """(printf '{"instances": [{"data": "'; base64 -w0 a.jpg; printf '"}, {"data": "'; base64 -w0 b.jpg
+ printf '"}]}') > batch.json""",
+        folder,
+    )
     forms = {
         "-T": ["-T", "photo.jpg"],
         "-F data=@": ["-F", "data=@photo.jpg"],
@@ -84,9 +90,9 @@ def test_every_readme_form_answers_a_5_mb_photo_alike(server, photo):
     assert isinstance(reference, dict) and len(reference) == 5 and next(iter(reference)) in CATS
     for name, answer in answers.items():
         assert close(answer, reference), name
-    json_file = ["-H", "Content-Type: application/json", "--data-binary", "@instances.json"]
+    json_file = ["-H", "Content-Type: application/json", "--data-binary", "@batch.json"]
     status, _, listed = curl(server, *json_file, cwd=folder)
-    assert status == 200 and len(listed) == 1 and close(listed[0], reference)
+    assert status == 200 and len(listed) == 2 and all(close(answer, reference) for answer in listed)
 
 
 def test_a_urlencoded_form_as_python_requests_sends_it(server):
