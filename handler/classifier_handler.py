@@ -92,15 +92,16 @@ class ClassifierHandler:
             found.append(request_found)
             images.extend(request_found.images)
             owners.extend([idx] * len(request_found.images))
-        answers = iter(self.classify_images(images, owners, metrics))
+        answers = self.classify_images(images, owners, metrics)
+        remaining = iter(answers)
         responses: List[Any] = []
         for idx, request_found in enumerate(found):
             if isinstance(request_found, RequestError):
                 responses.append(self._refuse(context, idx, request_found))
                 continue
-            own = [next(answers) for _ in request_found.images]
+            own = [next(remaining) for _ in request_found.images]
             responses.append(self._respond(context, idx, own, request_found.listed))
-        refused = sum(isinstance(a, RequestError) for a in images) + sum(isinstance(f, RequestError) for f in found)
+        refused = sum(isinstance(a, RequestError) for a in answers) + sum(isinstance(f, RequestError) for f in found)
         if refused:
             logger.info("batch of %d requests, %d images: %d refused", len(data), len(images), refused)
         return responses

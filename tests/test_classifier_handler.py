@@ -239,3 +239,11 @@ def test_a_jpeg_missing_only_its_end_marker_is_answered_and_a_cut_one_refused(ti
     answers = handler.handle(context.deliver([raw(CAT_JPEG), raw(CAT_JPEG[:-2]), raw(CAT_JPEG[:-3])]), context)
     assert answers[1] == answers[0] and context.status(1) == 200
     assert context.status(2) == 400 and answers[2]["message"].startswith("damaged JPEG image 451x300")
+
+
+def test_the_handler_logs_how_many_images_of_a_batch_were_refused(tiny_pt, caplog):
+    handler, context = make_handler(tiny_pt)
+    requests = [raw(CAT_JPEG), raw(b"hello world"), instances([CAT_JPEG, b"x"]), json_request({"nothing": 1})]
+    with caplog.at_level("INFO", logger="classifier_handler"):
+        handler.handle(context.deliver(requests), context)
+    assert "batch of 4 requests, 4 images: 3 refused" in caplog.text
