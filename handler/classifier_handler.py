@@ -130,9 +130,18 @@ class ClassifierHandler:
                 metrics.rejected(type(error).__name__, idx)
                 answers[position] = error
         if crops:
+            # One forward pass per chunk: on a CPU, larger batches cost more per image (1 thread: 35 ms
+            # an image alone, 63 in a batch of 8, 95 in a batch of 16), on a GPU less.
+            chunk = self.settings.classify_batch_size or len(crops)
             with metrics.predicting():
-                batch = torch.stack(crops).contiguous(memory_format=self.memory_format)
-                probabilities = self.model.classify(batch).cpu()
+                probabilities = torch.cat(
+                    [
+                        self.model.classify(
+                            torch.stack(crops[start : start + chunk]).contiguous(memory_format=self.memory_format)
+                        ).cpu()
+                        for start in range(0, len(crops), chunk)
+                    ]
+                )
                 top_p, top_i = probabilities.topk(self.topk, dim=1)
             for row, position in enumerate(positions):
                 answers[position] = {

@@ -210,8 +210,9 @@ def test_more_images_than_the_cap_get_413_too_many_images(tiny_pt):
     assert len(handler.handle(context.deliver([instances([CAT_JPEG] * 2)]), context)[0]) == 2
 
 
-def test_the_images_of_every_request_in_a_batch_are_classified_together(tiny_pt):
-    handler, context = make_handler(tiny_pt, topk=3, freeze=False)
+@pytest.mark.parametrize("classify_batch_size, passes", [(0, [4]), (2, [2, 2]), (3, [3, 1])])
+def test_the_images_of_every_request_in_a_batch_are_classified_together(tiny_pt, classify_batch_size, passes):
+    handler, context = make_handler(tiny_pt, topk=3, freeze=False, classify_batch_size=classify_batch_size)
     alone = [handler.handle(context.deliver([raw(image)]), context)[0] for image in (CAT_JPEG, SMALL_PNG)]
     batch_sizes = []
     classify = handler.model.classify
@@ -227,7 +228,7 @@ def test_the_images_of_every_request_in_a_batch_are_classified_together(tiny_pt)
     handler.model_under_test, handler.model = handler.model, Recording()
     requests = [raw(CAT_JPEG), instances([SMALL_PNG, CAT_JPEG, b"broken"]), raw(SMALL_PNG)]
     answers = handler.handle(context.deliver(requests), context)
-    assert batch_sizes == [4]
+    assert batch_sizes == passes
     assert answers[0] == pytest.approx(alone[0], abs=1e-6) and answers[2] == pytest.approx(alone[1], abs=1e-6)
     assert answers[1][:2] == [pytest.approx(alone[1], abs=1e-6), pytest.approx(alone[0], abs=1e-6)]
     assert answers[1][2]["type"] == "InvalidImage" and context.status(1) == 207
