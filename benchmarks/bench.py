@@ -46,6 +46,7 @@ class Row:
     frontend_cpu: float  # TorchServe's frontend (the JVM), likewise
     workers_cpu: float  # the model's worker processes together, likewise
     limit: float = 0.0  # (a) measured right before and right after this row, averaged
+    images: int = 1  # photos per request; photos/s counts photos, not requests
 
 
 def server_cpu_seconds(server: LocalTorchServe) -> Tuple[float, float]:
@@ -64,7 +65,14 @@ def server_cpu_seconds(server: LocalTorchServe) -> Tuple[float, float]:
 
 
 def measure(
-    server: LocalTorchServe, model: str, shots: Sequence[Shot], clients: int, warmup: float, seconds: float, setup: str
+    server: LocalTorchServe,
+    model: str,
+    shots: Sequence[Shot],
+    clients: int,
+    warmup: float,
+    seconds: float,
+    setup: str,
+    images: int = 1,
 ) -> Row:
     """Closed-loop load: `clients` clients back to back; counts what completes inside the window after warm-up."""
     with Load(server.client, model, shots, clients=clients, timeout=120) as load:
@@ -77,14 +85,36 @@ def measure(
     return Row(
         setup,
         clients,
-        len(latencies) / (end - start),
+        len(latencies) * images / (end - start),
         percentile(latencies, 50),
         percentile(latencies, 99),
         sum(o.status != 200 for o in window),
         (cpu_end - cpu_start) / (end - start),
         (server_end[0] - server_start[0]) / (end - start),
         (server_end[1] - server_start[1]) / (end - start),
+        images=images,
     )
+
+
+def multi_image_shots(shots: Sequence[Shot], images: int) -> List[Shot]:
+    """Requests of `images` photos each, as multipart file parts (curl -F image=@a.jpg -F image=@b.jpg ...)."""
+    boundary = "bench-boundary-7f3a"
+    requests = []
+    for first in range(len(shots)):
+        body = b""
+        for i in range(images):
+            shot = shots[(first + i) % len(shots)]
+            body += (
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{shot.kind}"\r\n'
+                    f"Content-Type: application/octet-stream\r\n\r\n"
+                ).encode()
+                + shot.body
+                + b"\r\n"
+            )
+        body += f"--{boundary}--\r\n".encode()
+        requests.append(Shot(f"{images} photos", body, f"multipart/form-data; boundary={boundary}"))
+    return requests
 
 
 def large_photo_latency(client: TorchServeClient, sizes: Dict[str, List[bytes]], rounds: int) -> dict:
@@ -102,12 +132,13 @@ def large_photo_latency(client: TorchServeClient, sizes: Dict[str, List[bytes]],
 
 
 def run(args: argparse.Namespace) -> List[str]:
-    if not captum_installed():
+    if not args.only_ours and not captum_installed():
         raise SystemExit("error: the stock handler needs captum: run `make bench` (it installs requirements-bench.txt)")
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     store = workdir / "model_store"
     assert build_main(["build", "--model-store", str(store)]) == 0
-    build_stock_archive(store)
+    if not args.only_ours:
+        build_stock_archive(store)
     with zipfile.ZipFile(store / "classifier.mar") as archive:
         archive.extract("classifier.pt", workdir)
     pt_path = workdir / "classifier.pt"
@@ -117,10 +148,13 @@ def run(args: argparse.Namespace) -> List[str]:
     bodies = [s.body for s in shots]
     photos = [Image.open(p) for p in sample_paths]
     large = {"12 MP": [jpeg_of(p, 12) for p in photos], "600x400": [jpeg_of(p, 0.24) for p in photos]}
-    logger.info("(d) in process: the 12 MP photos at each jpeg_draft_factor")
-    tradeoffs = draft_tradeoffs(pt_path, large["12 MP"], DRAFT_FACTORS, args.large_rounds)
     handler, context = load_handler(pt_path, {"threads_per_worker": 1})
-    small_ms = handle_ms(handler, context, large["600x400"], args.large_rounds)
+    tradeoffs: List[DraftTradeoff] = []
+    small_ms, latency = 0.0, {}
+    if not args.only_ours:
+        logger.info("(d) in process: the 12 MP photos at each jpeg_draft_factor")
+        tradeoffs = draft_tradeoffs(pt_path, large["12 MP"], DRAFT_FACTORS, args.large_rounds)
+        small_ms = handle_ms(handler, context, large["600x400"], args.large_rounds)
 
     # This shared machine's speed drifts by 10-20 % within minutes: (a) is measured before and after
     # each of our rows, and each row is compared with the mean of the two around it.
@@ -135,9 +169,20 @@ def run(args: argparse.Namespace) -> List[str]:
             logger.info("(a) again")
             limits.append(machine_limit(pt_path, bodies, args.limit_seconds))
             rows.append(replace(row, limit=(limits[-2] + limits[-1]) / 2))
-        logger.info("(d) large photos")
-        latency = large_photo_latency(server.client, large, args.large_rounds)
+        if args.images_per_request > 1:
+            n, clients = args.images_per_request, args.multi_clients
+            logger.info("(b) ours, %d clients sending %d photos per request", clients, n)
+            multi = multi_image_shots(shots, n)
+            row = measure(server, "classifier", multi, clients, args.warmup, args.seconds, "ours", images=n)
+            limits.append(machine_limit(pt_path, bodies, args.limit_seconds))
+            rows.append(replace(row, limit=(limits[-2] + limits[-1]) / 2))
+        if not args.only_ours:
+            logger.info("(d) large photos")
+            latency = large_photo_latency(server.client, large, args.large_rounds)
     overall = sum(limits) / len(limits)
+    if args.only_ours:
+        factor = handler.settings.jpeg_draft_factor
+        return report(limits, rows, latency, tradeoffs, small_ms, factor, sample_paths, args.set)
     stock = LocalTorchServe(workdir / "stock", store, models=[f"{STOCK_NAME}={STOCK_NAME}.mar"])
     stock.start(wait_for=[STOCK_NAME])
     try:
@@ -185,20 +230,32 @@ def report(
     if settings:  # a lever being measured: the run is not the project's defaults
         lines[1:1] = ["", "Changed for our server in this run: " + ", ".join(f"`{k}={v}`" for k, v in settings)]
     for r in rows:
+        setup = r.setup if r.images == 1 else f"{r.setup}, {r.images} photos per request"
         lines.append(
-            f"| {r.setup} | {r.clients} | {r.rps:.1f} | {r.p50_ms:.0f} | {r.p99_ms:.0f} | {r.errors} | "
+            f"| {setup} | {r.clients} | {r.rps:.1f} | {r.p50_ms:.0f} | {r.p99_ms:.0f} | {r.errors} | "
             f"{100 * r.client_cpu:.0f}, {100 * r.frontend_cpu:.0f}, {100 * r.workers_cpu:.0f} | {r.rps / r.limit:.2f} |"
         )
-    ours = {r.clients: r for r in rows if r.setup == "ours"}
+    ours = {r.clients: r for r in rows if r.setup == "ours" and r.images == 1}
     stock = {r.clients: r for r in rows if r.setup == "stock"}
     lines.append("")
     for clients in sorted(ours):
         o, s = ours[clients], stock.get(clients)
         versus_stock = f"{o.rps / s.rps:.1f}x the stock handler" if s and s.rps else "stock: no answers"
+        if not large:
+            versus_stock = "stock: not measured (--only-ours)"
         lines.append(
             f"- {clients} clients: (b)/(a) = {o.rps / o.limit:.2f}, p99/p50 = {o.p99_ms / max(o.p50_ms, 1e-9):.1f}, "
             f"(b)/(c) = {versus_stock}"
         )
+    for m in (r for r in rows if r.images > 1):
+        single = ours.get(m.clients)
+        versus_single = f", {m.rps / single.rps:.2f}x one photo per request" if single and single.rps else ""
+        lines.append(
+            f"- {m.images} photos per request, {m.clients} clients: {m.rps:.1f} photos/s, "
+            f"(b)/(a) = {m.rps / m.limit:.2f}{versus_single}"
+        )
+    if not large:  # --only-ours: no large photos, no stock handler
+        return lines
     ratio = large["12 MP"] / large["600x400"]
     lines.append(f"- (d) 12 MP JPEG p50 {large['12 MP']:.0f} ms vs 600x400 p50 {large['600x400']:.0f} ms: {ratio:.2f}x")
     default = next(t for t in tradeoffs if t.factor == default_factor)
@@ -257,6 +314,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="instead: serve the tutorial's own .pt of the default network (--pt, and --pt --rebuild) "
         "beside this tool's export, and print the ratios (see benchmarks/tutorial_pt.py)",
+    )
+    parser.add_argument(
+        "--images-per-request",
+        type=int,
+        default=8,
+        help="also measure requests of this many photos (multipart file parts); 1 skips it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--multi-clients", type=int, default=4, help="clients for the several-photos row (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--only-ours", action="store_true", help="skip the stock handler (c) and the large photos (d): a quick run"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")

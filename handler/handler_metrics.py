@@ -7,9 +7,9 @@ from typing import Any, Iterator
 from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 
-IMAGE_DECODE_TIME = "ImageDecodeTime"  # histogram, ms to decode one request's image
+IMAGE_DECODE_TIME = "ImageDecodeTime"  # histogram, ms to decode one image
 PREDICT_TIME = "PredictTime"  # histogram, ms to classify one batch and take its top-k
-REJECTED_REQUESTS = "RejectedRequests"  # counter of refused requests, by ErrorType (InvalidImage, ...)
+REJECTED_REQUESTS = "RejectedRequests"  # counter of refused requests and images, by ErrorType (InvalidImage, ...)
 
 
 class HandlerMetrics:
@@ -24,7 +24,7 @@ class HandlerMetrics:
 
     @contextmanager
     def decoding(self, idx: int) -> Iterator[None]:
-        """Time decoding request `idx`; a refused image records no time, only a rejection."""
+        """Time decoding one image of request `idx`; a refused image records no time, only a rejection."""
         with self._timed(IMAGE_DECODE_TIME, idx):
             yield
 

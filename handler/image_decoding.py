@@ -18,6 +18,10 @@ SUPPORTED_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF"
 DEFAULT_MAX_PIXELS = 40_000_000
 # Wider than this and the Predictor's resize of the short side would make a huge strip.
 MAX_ASPECT_RATIO = 200
+JPEG_END = b"\xff\xd9"  # the end-of-image marker
+# Bytes that are not a marker (no FF) and decode to varied coefficients when read as scan data; the
+# first bits are ones, where a missing end marker leaves libjpeg zeros.
+JPEG_FILLER = b"\xfe" + bytes(range(0x11, 0xF1))
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> torch.Tensor:
@@ -25,6 +29,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: in
 
     The pixel limit is checked on the header, before any pixel is decoded. With `min_side`, a JPEG
     is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides at least that long.
+    An image whose pixel data is cut short is refused in every format; one that lacks only a
+    trailing marker (a JPEG's end-of-image, a PNG's IEND, a GIF's trailer) is decoded.
     Raises InvalidImage or ImageTooLarge; nothing else for bad input.
     """
     if not data:
@@ -59,18 +65,52 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: in
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise InvalidImage(f"image is {width}x{height}; aspect ratios beyond {MAX_ASPECT_RATIO}:1 are refused")
     try:
+        return _pixels(image, min_side)
+    except InvalidImage:
+        if image.format not in ("JPEG", "MPO") or data.endswith(JPEG_END):
+            raise
+        # Only the end-of-image marker may be missing: libjpeg waits for it before the last rows.
+        complete = _jpeg_with_end_marker(data, min_side)
+        if complete is None:
+            raise
+        return complete
+
+
+def _pixels(image: Image.Image, min_side: int | None) -> torch.Tensor:
+    width, height = image.size
+    try:
         if min_side is not None and image.format in ("JPEG", "MPO"):
             _draft_jpeg(image, min_side)
         image.load()
         image = _upright(image)
         rgb = _to_rgb(image)
-    except (ImageTooLarge, InvalidImage):
-        raise
     except MemoryError:
         raise
     except Exception as e:  # truncated or corrupt pixel data
         raise InvalidImage(f"damaged {image.format} image {width}x{height}: {e}") from None
     return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def _jpeg_with_end_marker(data: bytes, min_side: int | None) -> torch.Tensor | None:
+    """The image of a JPEG whose scan data is all there and only its end marker (FF D9) is missing.
+
+    Given an end marker, libjpeg fills scan data that is missing with zeros and decodes anyway. So
+    the JPEG is decoded twice: once with the marker right after the data, once with filler bytes
+    before it. If the scan data is complete, the filler is never read and both images are equal; if
+    it is not, the filler becomes pixels and they differ: None, the image is really truncated.
+    """
+    # A lone FF at the end is the first half of the end marker, or of a stuffed FF 00 of scan data.
+    data = data[:-1] if data.endswith(b"\xff") else data
+    decoded = []
+    for ending in (JPEG_END, JPEG_FILLER + JPEG_END):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                decoded.append(_pixels(Image.open(io.BytesIO(data + ending), formats=("JPEG",)), min_side))
+        except (InvalidImage, OSError, ValueError):
+            return None
+    exact, filled = decoded
+    return exact if torch.equal(exact, filled) else None
 
 
 def _guess_format(data: bytes) -> str:

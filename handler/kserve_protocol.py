@@ -16,22 +16,18 @@ with {"error": message}.
 
 TorchServe's kserve/kservev2 envelopes read only the first request of a batch and answer one
 response for the whole batch, so batchSize > 1 fails with "number of batch response mismatched"
-(pytorch/serve#1302, #2158). `bypass_envelopes` turns them into pass-throughs: this module parses and
-answers each request of the batch itself, and all their images are classified together.
+(pytorch/serve#1302, #2158). `bypass_envelopes` turns them into pass-throughs: the handler finds each
+request's images here (`request_images`), classifies the images of the whole batch together, and
+answers each request here (`respond`, `refuse`).
 """
 
-import base64
-import binascii
 import json
 import logging
 import sys
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
-import torch
-from handler_metrics import HandlerMetrics
-from image_decoding import decode_image
 from request_errors import InvalidRequest, RequestError
-from request_payload import image_bytes
+from request_payload import RequestImages, base64_images, counted, instance_images
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +61,9 @@ def _unchanged(envelope: Any, data: List[Any]) -> List[Any]:
     return data
 
 
-def protocol_of(request: Dict[str, Any], envelope: str | None) -> str | None:
-    """"v1" or "v2" when the request's body is one; v1 only behind the kserve envelope (elsewhere
-    {"instances": ...} is the handler's own multi-image form)."""
-    body = request_body(request)
+def protocol_of(body: Any, envelope: str | None) -> str | None:
+    """"v1" or "v2" when a request's body (as `request_body` gives it) is one; v1 only behind the kserve
+    envelope (elsewhere {"instances": ...} is the handler's own multi-image form, answered as a list)."""
     if isinstance(body, dict):
         if "inputs" in body:
             return "v2"
@@ -88,16 +83,13 @@ def request_body(request: Dict[str, Any]) -> Any:
     return body
 
 
-def images_of(protocol: str, body: Dict[str, Any]) -> List[bytes | RequestError]:
-    """The encoded images of one request, in order; an unreadable one is its RequestError.
+def request_images(protocol: str, body: Dict[str, Any], max_images: int | None) -> RequestImages:
+    """The encoded images of one v1 or v2 request, in order; an unusable one is its RequestError.
 
-    Raises InvalidRequest when the request as a whole is malformed.
+    Raises InvalidRequest when the request as a whole is malformed, TooManyImages above `max_images`.
     """
     if protocol == "v1":
-        instances = body.get("instances")
-        if not isinstance(instances, list) or not instances:
-            raise InvalidRequest('v1 "instances" must be a non-empty list of {"data": "<base64 image>"}')
-        return [_instance_bytes(instance) for instance in instances]
+        return counted(RequestImages(instance_images(body.get("instances")), listed=True), max_images)
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise InvalidRequest('v2 "inputs" must hold one BYTES input of base64 images, shape [N]')
@@ -107,95 +99,18 @@ def images_of(protocol: str, body: Dict[str, Any]) -> List[bytes | RequestError]
         raise InvalidRequest(f'v2 input must have datatype BYTES and a "data" list, got {tensor.get("datatype")!r}')
     if shape not in ([len(data)], [len(data), 1]):
         raise InvalidRequest(f"v2 input shape {shape} does not match its {len(data)} data elements; use [N]")
-    return [_base64_or_error(item) for item in data]
+    return counted(RequestImages(base64_images(data, "v2 data"), listed=True), max_images)
 
 
-def _instance_bytes(instance: Any) -> bytes | RequestError:
-    if isinstance(instance, dict):
-        instance = instance.get("data", instance.get("b64"))
-    return _base64_or_error(instance)
-
-
-def _base64_or_error(text: Any) -> bytes | RequestError:
-    if not isinstance(text, str):
-        return InvalidRequest(f"expected a base64 image string, got {type(text).__name__}")
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError) as e:
-        return InvalidRequest(f"invalid base64 image data: {e}")
-
-
-def classify_all(
-    handler: Any, payloads: List[bytes | RequestError], metrics: HandlerMetrics, owners: List[int]
-) -> List[Any]:
-    """Top-k dicts (or RequestErrors) for the payloads, through the handler's decode/preprocess/classify.
-
-    `owners[i]` is the index in TorchServe's batch of the request payload i came from.
-    """
-    answers: List[Any] = list(payloads)
-    images, slots = [], []
-    for slot, payload in enumerate(payloads):
-        if isinstance(payload, RequestError):
-            continue
-        try:
-            with metrics.decoding(owners[slot]):
-                image = decode_image(payload, handler.settings.max_image_pixels, handler.decode_min_side)
-            images.append(handler.model.preprocess(image.to(handler.device)))
-            slots.append(slot)
-        except RequestError as error:
-            answers[slot] = error
-    if images:
-        with metrics.predicting():
-            batch = torch.stack(images).contiguous(memory_format=handler.memory_format)
-            top_p, top_i = handler.model.classify(batch).cpu().topk(handler.topk, dim=1)
-        for row, slot in enumerate(slots):
-            pairs = zip(top_i[row].tolist(), top_p[row].tolist(), strict=True)
-            answers[slot] = {handler.class_names[i]: p for i, p in pairs}
-    for slot, answer in enumerate(answers):
-        if isinstance(answer, RequestError):
-            metrics.rejected(type(answer).__name__, owners[slot])
-    return answers
-
-
-def handle_batch(handler: Any, data: List[Dict[str, Any]], context: Any) -> List[Any]:
-    """Answer a batch in which at least one request speaks v1 or v2; the others as the handler would.
-
-    All the batch's images are classified in one call; each request gets its own response and status.
-    """
-    metrics = HandlerMetrics(context)
-    responses: List[Any] = [None] * len(data)
-    protocol_requests: List[Tuple[int, str, Dict[str, Any], int]] = []  # idx, protocol, body, image count
-    payloads: List[bytes | RequestError] = []
-    owners: List[int] = []  # the request index of each payload, for the metrics
-    for idx, request in enumerate(data):
-        protocol = protocol_of(request, handler.kserve_envelope) or "plain"
-        body = request_body(request)
-        try:
-            if protocol == "plain":  # one image, found as the handler finds it, answered as it answers
-                images: List[bytes | RequestError] = [image_bytes(request, context.get_all_request_header(idx))]
-            else:
-                images = images_of(protocol, body)
-        except RequestError as error:
-            metrics.rejected(type(error).__name__, idx)
-            refuse = handler._refuse if protocol == "plain" else _error
-            responses[idx] = refuse(context, idx, error)
-            continue
-        protocol_requests.append((idx, protocol, body, len(images)))
-        payloads.extend(images)
-        owners.extend([idx] * len(images))
-    answers = classify_all(handler, payloads, metrics, owners) if payloads else []
-    start = 0
-    for idx, protocol, body, count in protocol_requests:
-        mine, start = answers[start : start + count], start + count
-        if protocol == "plain":
-            responses[idx] = handler._refuse(context, idx, mine[0]) if isinstance(mine[0], RequestError) else mine[0]
-        elif all(isinstance(a, RequestError) for a in mine):
-            responses[idx] = _error(context, idx, mine[0], prefix=f"all {count} image(s) refused; first: ")
-        elif protocol == "v1":
-            responses[idx] = {"predictions": [a.to_json() if isinstance(a, RequestError) else a for a in mine]}
-        else:
-            responses[idx] = v2_response(mine, body, context, idx, handler.topk)
-    return responses
+def respond(protocol: str, answers: List[Any], body: Dict[str, Any], context: Any, idx: int, k: int) -> Any:
+    """The response to request `idx` of the batch: v1's predictions or v2's outputs (see the module doc);
+    an error with its status when every image was refused."""
+    context.set_response_content_type(idx, "application/json")
+    if all(isinstance(a, RequestError) for a in answers):
+        return refuse(context, idx, answers[0], prefix=f"all {len(answers)} image(s) refused; first: ")
+    if protocol == "v1":
+        return {"predictions": [a.to_json() if isinstance(a, RequestError) else a for a in answers]}
+    return v2_response(answers, body, context, idx, k)
 
 
 def v2_response(answers: List[Any], body: Dict[str, Any], context: Any, idx: int, k: int) -> Dict[str, Any]:
@@ -232,7 +147,8 @@ def v2_response(answers: List[Any], body: Dict[str, Any], context: Any, idx: int
     }
 
 
-def _error(context: Any, idx: int, error: RequestError, prefix: str = "") -> Dict[str, str]:
+def refuse(context: Any, idx: int, error: RequestError, prefix: str = "") -> Dict[str, str]:
+    """Request `idx` refused as a whole: its status, and KServe's {"error": message} body."""
     message = f"{prefix}{type(error).__name__}: {error}"
     logger.info("request %d refused: %d %s", idx, error.status, message)
     phrase = "".join(c if " " <= c <= "~" else "?" for c in message)[:200]

@@ -13,7 +13,7 @@ class RequestError(Exception):
 
 
 class InvalidRequest(RequestError):
-    """The request carries no usable image field (bad JSON, no `data`, bad base64, no file part)."""
+    """The request carries no usable image field (bad JSON, no `data`, bad base64, no file part, a mangled form)."""
 
     status = 400
 
@@ -26,5 +26,11 @@ class InvalidImage(RequestError):
 
 class ImageTooLarge(RequestError):
     """The image header declares more pixels than the configured limit."""
+
+    status = 413
+
+
+class TooManyImages(RequestError):
+    """The request holds more images than `handler.max_images_per_request`."""
 
     status = 413

@@ -1,6 +1,8 @@
 """The bad-input corpus: every request the handler must refuse, with its status and message, and the
 odd-looking images it must classify. Shared by the in-process and live-server tests."""
 
+import base64
+import json
 import zlib
 from dataclasses import dataclass
 from typing import Dict, List
@@ -41,6 +43,7 @@ def bad_requests() -> List[BadRequest]:
     crc_damaged[40] ^= 0xFF  # inside the first IDAT chunk: its CRC no longer matches
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
     no_file_part, form_type = multipart("note", None, b"hello")
+    tiny = encode(cat.resize((8, 6)), "PNG")
     return [
         BadRequest("empty body", b"", OCTET, 400, "InvalidImage", "^empty body: no image bytes received$"),
         BadRequest(
@@ -52,6 +55,9 @@ def bad_requests() -> List[BadRequest]:
             rf"^not a decodable image \(first bytes 68 65 6c 6c\); {SUPPORTED}$",
         ),
         BadRequest("truncated JPEG", jpeg[: len(jpeg) // 2], OCTET, 400, "InvalidImage", "^damaged JPEG image 451x300"),
+        BadRequest(
+            "JPEG without its last scan byte", jpeg[:-3], OCTET, 400, "InvalidImage", "^damaged JPEG image 451x300"
+        ),
         BadRequest("JPEG cut in its header", jpeg[:20], OCTET, 400, "InvalidImage", "^damaged JPEG header"),
         BadRequest("truncated PNG", png[:5000], OCTET, 400, "InvalidImage", "^damaged PNG image 451x300"),
         BadRequest("PNG with a bad CRC", bytes(crc_damaged), OCTET, 400, "InvalidImage", "^damaged PNG"),
@@ -66,12 +72,22 @@ def bad_requests() -> List[BadRequest]:
             "4020x20 strip", encode(Image.new("RGB", (4020, 20)), "PNG"), OCTET, 400, "InvalidImage", "beyond 200:1"
         ),
         BadRequest("malformed JSON", b'{"data": ', JSON, 400, "InvalidRequest", "^malformed JSON body"),
-        BadRequest("JSON without data", b'{"image": "aGk="}', JSON, 400, "InvalidRequest", 'no "data" field'),
+        BadRequest(
+            "JSON without data", b'{"image": "aGk="}', JSON, 400, "InvalidRequest", 'no "data" or "instances" field'
+        ),
         BadRequest(
             "JSON with bad base64", b'{"data": "%%%"}', JSON, 400, "InvalidRequest", "invalid base64 image data"
         ),
         BadRequest("JSON data not a string", b'{"data": 5}', JSON, 400, "InvalidRequest", "must be a base64 string"),
         BadRequest("multipart without a file part", no_file_part, form_type, 400, "InvalidRequest", "no file part"),
+        BadRequest(
+            "17 images in one request",
+            json.dumps({"instances": [{"data": base64.b64encode(tiny).decode()}] * 17}).encode(),
+            JSON,
+            413,
+            "TooManyImages",
+            r"^the request holds 17 images; the limit is 16 \(handler.max_images_per_request\)",
+        ),
         BadRequest("30000x30000 PNG bomb", png_bomb(), OCTET, 413, "ImageTooLarge", "^image declares 900000000 pixels"),
         BadRequest(
             "8000x6000 PNG header",

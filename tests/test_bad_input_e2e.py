@@ -37,7 +37,7 @@ def test_every_bad_input_gets_its_typed_error_and_no_worker_dies(server):
     cases = bad_requests()
     for case in cases:
         check_refusal(server.client.predict(MODEL, case.body, case.content_type), case)
-    assert len(cases) >= 19
+    assert len(cases) >= 21
     assert server.client.predict(MODEL, GOOD).status == 200
     assert worker_pids(server) == pids
 
@@ -99,11 +99,11 @@ def test_good_and_bad_requests_in_the_same_batch_each_get_their_own_answer(serve
             assert response.json() == pytest.approx(alone, abs=1e-4)
         else:
             check_refusal(response, case)
-    # The handler logs each batch that held refusals; at least one also held answers.
+    # The handler logs each batch that held refusals; at least one also held answered images.
     with open(log, "rb") as f:
         f.seek(log_start)
-        batches = re.findall(rb"batch of (\d+): (\d+) classified, (\d+) refused", f.read())
-    assert any(int(classified) > 0 and int(refused) > 0 for _, classified, refused in batches), batches
+        batches = re.findall(rb"batch of (\d+) requests, (\d+) images: (\d+) refused", f.read())
+    assert any(int(images) > int(refused) > 0 for _, images, refused in batches), batches
 
 
 def test_worker_memory_stays_flat_over_a_thousand_bad_requests(server):

@@ -8,6 +8,7 @@ from bad_inputs import OCTET, bad_requests
 from classifier_handler import ClassifierHandler
 from fake_context import FakeContext
 from image_variants import encode, sample
+from request_forms import b64, instances, json_request, multipart_request, raw
 
 CAT_JPEG = encode(sample("chelsea.png"), "JPEG")
 SMALL_PNG = encode(sample("coffee.png").resize((40, 30)), "PNG")
@@ -160,3 +161,90 @@ def test_freezing_and_channels_last_change_speed_not_answers(tiny_pt, freeze, ch
 def test_settings_of_the_wrong_type_are_refused(tiny_pt, setting, message):
     with pytest.raises(ValueError, match=message):
         make_handler(tiny_pt, **setting)
+
+
+def test_a_single_image_answer_is_a_json_top_k_object_with_a_content_type(tiny_pt):
+    handler, context = make_handler(tiny_pt, topk=3)
+    forms = [raw(CAT_JPEG), multipart_request([("data", "cat.jpg", CAT_JPEG)]), json_request({"data": b64(CAT_JPEG)})]
+    for request in forms:
+        (answer,) = handler.handle(context.deliver([request]), context)
+        assert isinstance(answer, dict) and len(answer) == 3 and all(isinstance(p, float) for p in answer.values())
+        assert context.status(0) == 200 and context.response_headers[0]["content-type"] == "application/json"
+
+
+def test_a_list_request_gets_one_answer_per_image_in_request_order(tiny_pt):
+    handler, context = make_handler(tiny_pt, topk=3)
+    cat, png = (handler.handle(context.deliver([raw(image)]), context)[0] for image in (CAT_JPEG, SMALL_PNG))
+    forms = [
+        instances([CAT_JPEG, SMALL_PNG, CAT_JPEG]),
+        json_request({"data": [b64(CAT_JPEG), b64(SMALL_PNG), b64(CAT_JPEG)]}),
+        multipart_request([("image", "a.jpg", CAT_JPEG), ("image", "b.png", SMALL_PNG), ("image", "c.jpg", CAT_JPEG)]),
+        multipart_request([("data", "a.jpg", CAT_JPEG), ("data2", "b.png", SMALL_PNG), ("data3", "c.jpg", CAT_JPEG)]),
+    ]
+    for form in forms:
+        (answer,) = handler.handle(context.deliver([form]), context)
+        assert answer == [pytest.approx(cat, abs=1e-6), pytest.approx(png, abs=1e-6), pytest.approx(cat, abs=1e-6)]
+        assert context.status(0) == 200 and context.response_headers[0]["content-type"] == "application/json"
+
+
+def test_a_bad_image_in_a_list_gets_its_error_in_its_slot_and_207(tiny_pt):
+    handler, context = make_handler(tiny_pt, topk=3)
+    cat = handler.handle(context.deliver([raw(CAT_JPEG)]), context)[0]
+    request = json_request({"instances": [{"data": b64(CAT_JPEG)}, {"data": b64(b"hello world")}, {"data": "%"}]})
+    (answer,) = handler.handle(context.deliver([request]), context)
+    assert answer[0] == pytest.approx(cat, abs=1e-6)
+    assert answer[1]["code"] == 400 and answer[1]["type"] == "InvalidImage"
+    assert answer[2]["code"] == 400 and answer[2]["type"] == "InvalidRequest"
+    code, phrase = context.statuses[0]
+    assert code == 207 and phrase == "2 of 3 images refused; see each one's answer"
+    assert context.response_headers[0]["content-type"] == "application/json"
+    (refused,) = handler.handle(context.deliver([instances([b"hello", b"world"])]), context)
+    assert context.status(0) == 400 and [a["type"] for a in refused] == ["InvalidImage", "InvalidImage"]
+
+
+def test_more_images_than_the_cap_get_413_too_many_images(tiny_pt):
+    handler, context = make_handler(tiny_pt, max_images_per_request=2)
+    (answer,) = handler.handle(context.deliver([instances([CAT_JPEG] * 3)]), context)
+    assert context.status(0) == 413 and answer["type"] == "TooManyImages"
+    assert answer["message"].startswith("the request holds 3 images; the limit is 2")
+    assert len(handler.handle(context.deliver([instances([CAT_JPEG] * 2)]), context)[0]) == 2
+
+
+@pytest.mark.parametrize("classify_batch_size, passes", [(0, [4]), (2, [2, 2]), (3, [3, 1])])
+def test_the_images_of_every_request_in_a_batch_are_classified_together(tiny_pt, classify_batch_size, passes):
+    handler, context = make_handler(tiny_pt, topk=3, freeze=False, classify_batch_size=classify_batch_size)
+    alone = [handler.handle(context.deliver([raw(image)]), context)[0] for image in (CAT_JPEG, SMALL_PNG)]
+    batch_sizes = []
+    classify = handler.model.classify
+
+    class Recording:  # the scripted module's attributes are read-only: stand in front of it
+        def __getattr__(self, name):
+            return getattr(handler.model_under_test, name)
+
+        def classify(self, batch):
+            batch_sizes.append(batch.shape[0])
+            return classify(batch)
+
+    handler.model_under_test, handler.model = handler.model, Recording()
+    requests = [raw(CAT_JPEG), instances([SMALL_PNG, CAT_JPEG, b"broken"]), raw(SMALL_PNG)]
+    answers = handler.handle(context.deliver(requests), context)
+    assert batch_sizes == passes
+    assert answers[0] == pytest.approx(alone[0], abs=1e-6) and answers[2] == pytest.approx(alone[1], abs=1e-6)
+    assert answers[1][:2] == [pytest.approx(alone[1], abs=1e-6), pytest.approx(alone[0], abs=1e-6)]
+    assert answers[1][2]["type"] == "InvalidImage" and context.status(1) == 207
+
+
+def test_a_jpeg_missing_only_its_end_marker_is_answered_and_a_cut_one_refused(tiny_pt):
+    handler, context = make_handler(tiny_pt)
+    assert CAT_JPEG.endswith(b"\xff\xd9")
+    answers = handler.handle(context.deliver([raw(CAT_JPEG), raw(CAT_JPEG[:-2]), raw(CAT_JPEG[:-3])]), context)
+    assert answers[1] == answers[0] and context.status(1) == 200
+    assert context.status(2) == 400 and answers[2]["message"].startswith("damaged JPEG image 451x300")
+
+
+def test_the_handler_logs_how_many_images_of_a_batch_were_refused(tiny_pt, caplog):
+    handler, context = make_handler(tiny_pt)
+    requests = [raw(CAT_JPEG), raw(b"hello world"), instances([CAT_JPEG, b"x"]), json_request({"nothing": 1})]
+    with caplog.at_level("INFO", logger="classifier_handler"):
+        handler.handle(context.deliver(requests), context)
+    assert "batch of 4 requests, 4 images: 3 refused" in caplog.text

@@ -1,4 +1,5 @@
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,38 @@ def test_fuzzed_images_give_a_tensor_or_a_typed_error():
         outcomes["decoded"] += 1
     # The mutations really exercise both paths: some still decode, many are refused.
     assert outcomes["decoded"] > 200 and outcomes["InvalidImage"] > 500, outcomes
+
+
+TRAILING_MARKERS = {
+    "baseline JPEG": (encode(CAT, "JPEG", quality=90), 2),  # FF D9
+    "progressive JPEG": (encode(CAT, "JPEG", quality=90, progressive=True), 2),
+    "grayscale JPEG": (encode(CAT.convert("L"), "JPEG"), 2),
+    "PNG": (encode(CAT, "PNG"), 12),  # the IEND chunk
+    "GIF": (encode(CAT.convert("P"), "GIF"), 1),  # the trailer, 3B
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAILING_MARKERS))
+@pytest.mark.parametrize("min_side", [None, 224])
+def test_a_missing_trailing_marker_is_accepted_and_missing_pixel_data_refused(name, min_side):
+    data, marker = TRAILING_MARKERS[name]
+    complete = decode_image(data, min_side=min_side)
+    assert torch.equal(decode_image(data[:-marker], min_side=min_side), complete)
+    # Cut further, anywhere in the last 200 bytes or every 977 bytes: never a partly filled image.
+    # Only bytes after the last pixel (a PNG's zlib checksum and IDAT CRC, a GIF's block terminator)
+    # may go; a JPEG's last scan byte already holds pixel bits.
+    accepted = []
+    for cut in list(range(len(data) - 200, len(data) - marker)) + list(range(1000, len(data) - 200, 977)):
+        try:
+            decoded = decode_image(data[:cut], min_side=min_side)
+        except InvalidImage as error:
+            assert re.match(r"damaged \w+ (image 451x300|header)", str(error)), str(error)
+            continue
+        assert torch.equal(decoded, complete), f"{name} cut to {cut} of {len(data)} bytes: a partial image"
+        accepted.append(len(data) - cut)
+    assert max(accepted, default=0) <= 22 and ("JPEG" not in name or not accepted), accepted
+
+
+def test_a_jpeg_cut_between_the_two_bytes_of_its_end_marker_is_accepted():
+    data, _ = TRAILING_MARKERS["baseline JPEG"]
+    assert torch.equal(decode_image(data[:-1]), decode_image(data))

@@ -8,8 +8,8 @@ import pytest
 from classifier_handler import ClassifierHandler
 from fake_context import FakeContext
 from image_variants import encode, sample
-from kserve_protocol import bypass_envelopes, images_of
-from request_errors import InvalidRequest
+from kserve_protocol import bypass_envelopes, request_images
+from request_errors import InvalidRequest, TooManyImages
 
 CAT = base64.b64encode(encode(sample("chelsea.png"), "JPEG")).decode()
 COFFEE = base64.b64encode(encode(sample("coffee.png").resize((40, 30)), "PNG")).decode()
@@ -23,8 +23,11 @@ class Context(FakeContext):
 
 @pytest.fixture
 def envelope(monkeypatch, request):
-    """TorchServe's envelope module for request.param, loaded as the worker loads it; restored afterwards."""
-    module = importlib.import_module(f"ts.torch_handler.request_envelope.{request.param}")
+    """TorchServe's envelope module for request.param, loaded as the worker loads it; restored afterwards,
+    and unloaded, so that later tests' handlers see no envelope (as in a worker without one)."""
+    module_name = f"ts.torch_handler.request_envelope.{request.param}"
+    request.addfinalizer(lambda: sys.modules.pop(module_name, None))
+    module = importlib.import_module(module_name)
     cls = next(c for c in vars(module).values() if isinstance(c, type) and c.__module__ == module.__name__)
     for name in ("parse_input", "format_output"):
         monkeypatch.setattr(cls, name, getattr(cls, name))
@@ -93,15 +96,22 @@ def test_a_request_whose_every_image_is_bad_gets_its_own_4xx(tiny_pt):
 )
 def test_malformed_v2_requests_say_what_to_fix(body, message):
     with pytest.raises(InvalidRequest, match=message):
-        images_of("v2", body)
+        request_images("v2", body, max_images=16)
 
 
 def test_v1_instances_accept_data_b64_and_bare_strings():
-    images = images_of("v1", {"instances": [{"data": CAT}, {"b64": CAT}, CAT, {"data": 5}]})
+    images = request_images("v1", {"instances": [{"data": CAT}, {"b64": CAT}, CAT, {"data": 5}]}, 16).images
     assert images[0] == images[1] == images[2] == base64.b64decode(CAT)
     assert isinstance(images[3], InvalidRequest)
-    with pytest.raises(InvalidRequest, match="non-empty list"):
-        images_of("v1", {"instances": []})
+    with pytest.raises(InvalidRequest, match="holds no images"):
+        request_images("v1", {"instances": []}, 16)
+
+
+def test_v1_and_v2_requests_keep_the_cap_on_images_per_request():
+    with pytest.raises(TooManyImages, match="the limit is 2"):
+        request_images("v1", {"instances": [CAT] * 3}, max_images=2)
+    with pytest.raises(TooManyImages, match="the limit is 2"):
+        request_images("v2", {"inputs": [{"name": "x", "shape": [3], "datatype": "BYTES", "data": [CAT] * 3}]}, 2)
 
 
 def test_no_envelope_means_no_bypass_and_v1_bodies_stay_the_handlers(monkeypatch, tiny_pt):
@@ -122,5 +132,5 @@ def test_a_plain_request_in_a_protocol_batch_fails_as_the_handler_fails_it(tiny_
     v2_answer, garbage, no_data = handler.handle(batch, context.with_requests([{}, {}, {}]))
     assert v2_answer["outputs"][2]["data"] == [""]
     assert garbage["type"] == "InvalidImage" and garbage["code"] == 400
-    assert no_data["type"] == "InvalidRequest" and 'no "data" field' in no_data["message"]
+    assert no_data["type"] == "InvalidRequest" and 'no "data" or "instances" field' in no_data["message"]
     assert sorted(context.statuses) == [1, 2] and {s[0] for s in context.statuses.values()} == {400}
