@@ -32,13 +32,15 @@ build: model_store/classifier.mar
 # The server targets act on this checkout's own TorchServe (`mar-builder serve`; its files in .torchserve/).
 # PORTS=BASE (BASE to BASE+4) or PORTS=auto and CONFIG=FILE choose where it listens; NAME= names archives.
 SERVE_FLAGS = $(if $(PORTS),--ports $(PORTS)) $(if $(CONFIG),--config $(CONFIG))
-MODEL_FLAG = $(if $(NAME),--model $(NAME))
+# NAME only from the command line: some shells export NAME (WSL: the host name).
+GIVEN_NAME = $(if $(filter command line,$(origin NAME)),$(NAME))
+MODEL_FLAG = $(if $(GIVEN_NAME),--model $(GIVEN_NAME))
 
 demo: venv java build
 	scripts/demo.sh $(SERVE_FLAGS)
 
 serve: venv java
-	$(PY) -m mar_builder serve $(or $(NAME),classifier) $(SERVE_FLAGS)
+	$(PY) -m mar_builder serve $(or $(GIVEN_NAME),classifier) $(SERVE_FLAGS)
 
 predict: venv
 	@test -n "$(IMG)" || { echo 'usage: make predict IMG="photo.jpg [more.png]" [NAME=model]' >&2; exit 2; }
@@ -59,13 +61,9 @@ soak: venv java build
 
 # An archive of model_store/ on labelled photos: eager vs .pt vs served (see README, Validate); exits 1
 # below the agreement threshold. VALIDATE_ARGS passes options on, e.g. VALIDATE_ARGS="--labels-csv labels.csv".
-# NAME only from the command line: some shells export NAME (WSL: the host name).
-ifneq ($(origin NAME),command line)
-NAME := classifier
-endif
-validate: venv java $(if $(filter classifier,$(NAME)),build)
+validate: venv java $(if $(filter-out classifier,$(GIVEN_NAME)),,build)
 	@test -n "$(DATA)" || { echo "usage: make validate DATA=DIR [NAME=classifier] [VALIDATE_ARGS=...]" >&2; exit 2; }
-	$(PY) -m mar_builder validate --data "$(DATA)" --mar model_store/$(NAME).mar $(VALIDATE_ARGS)
+	$(PY) -m mar_builder validate --data "$(DATA)" --mar model_store/$(or $(GIVEN_NAME),classifier).mar $(VALIDATE_ARGS)
 
 # The stock image_classifier handler that the benchmark compares against needs captum.
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt

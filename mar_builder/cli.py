@@ -9,9 +9,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, List, Sequence
 
-from .build.model_flags import add_model_flags, user_model_from_args
+from .build.model_flags import add_model_flags, pt_class_names, user_model_from_args
 from .constants import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, DEFAULT_TOPK, REPO_ROOT
 from .deploy.command import add_deploy_parser, run_deploy
 from .errors import ExportError, ServeError, SettingsError, first_line
@@ -71,7 +71,7 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
     start = time.perf_counter()
     user_model = user_model_from_args(args)  # checks the flags first, --pt's included
     if args.pt is not None:
-        write_from_pt(args.pt, output, args.rebuild)
+        write_from_pt(args.pt, output, args.rebuild, pt_class_names(args))
         return
     if user_model is None:
         # The default network cannot be scripted (namedtuple block args), so it is always traced.
@@ -86,9 +86,10 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
     )
 
 
-def write_from_pt(pt: Path, output: Path, rebuild: bool) -> None:
+def write_from_pt(pt: Path, output: Path, rebuild: bool, given_names: "List[str] | None" = None) -> None:
     """--pt: our own Predictor is copied as it is; any other scripted classifier is wrapped so that the
-    handler serves it through its own forward, or with --rebuild exported as our Predictor."""
+    handler serves it through its own forward, or with --rebuild exported as our Predictor.
+    `given_names` (--classes) stand in for the class_names of a module that has none."""
     from .build.class_names import log_class_names
     from .build.export import export_predictor
     from .build.model_sources import check_exported_pt, is_exported_predictor, load_pt
@@ -99,12 +100,14 @@ def write_from_pt(pt: Path, output: Path, rebuild: bool) -> None:
     if is_exported_predictor(module):
         if rebuild:
             raise SettingsError(f"--rebuild: {pt} is already a Predictor exported by this tool; drop --rebuild")
+        if given_names is not None:
+            raise SettingsError(f"--pt: {pt} is a Predictor of this tool, with class names of its own; drop --classes")
         class_names = check_exported_pt(pt, module)
         log_class_names(class_names)
         _copy_atomically(pt, output)
         logger.info("%s is a working Predictor with %d classes; used as it is", pt, len(class_names))
         return
-    class_names = check_scripted_classifier(module, pt)
+    class_names = check_scripted_classifier(module, pt, given_names)
     log_class_names(class_names)
     if rebuild:
         method = export_predictor(rebuild_predictor(module, class_names, pt), output)

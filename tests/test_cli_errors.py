@@ -92,7 +92,7 @@ ERRORS = {
         ["--pt", "{d}/plain_script.pt"],
         r"plain_script\.pt has no class_names: give the scripted module a `class_names` attribute",
     ),
-    "pt with classes": (["--pt", "{d}/plain_script.pt", "--classes", "{d}/classes.txt"], r"drop --classes"),
+    "pt with classes": (["--pt", "{d}/plain_script.pt", "--classes", "{d}/classes.txt"], r"returns logits, not probab"),
     "no weights": (["--arch", ARCH, "--classes", "{d}/classes.txt"], r"--arch needs --weights CKPT"),
     "bad kwargs": (
         ["--model-file", "{d}/networks.py:Scriptable", "--model-kwargs", "{{num_classes: 4}}", *ARCH_FLAGS[2:]],

@@ -1,6 +1,6 @@
 """predict's output without a server: the top-k table, its bars, and the error line of a refused image."""
 
-from mar_builder.server.predict_command import BAR_WIDTH, bar, error_text, table
+from mar_builder.server.predict_command import BAR_WIDTH, bar, error_line, table
 
 ANSWER = {"Egyptian cat": 0.3778, "tiger cat": 0.3764, "lynx": 0.0158, "window screen": 0.001}
 
@@ -31,6 +31,7 @@ def test_an_answer_that_is_not_a_top_k_object_is_shown_as_it_came():
 
 
 def test_a_refusal_is_one_line_with_status_type_and_message():
-    body = b'{"code": 400, "type": "InvalidImage", "message": "not a decodable image"}'
-    assert error_text(400, body) == "400 InvalidImage: not a decodable image"
-    assert error_text(413, b"") == "413: "
+    answer = {"code": 400, "type": "InvalidImage", "message": "not a decodable image"}
+    assert error_line(400, answer) == "400 InvalidImage: not a decodable image"
+    assert error_line(413, {"message": ""}) == "413"
+    assert error_line(0, {"type": "UnreadableFile", "message": "Is a directory"}) == "UnreadableFile: Is a directory"

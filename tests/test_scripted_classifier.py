@@ -208,3 +208,39 @@ def test_rebuild_needs_pt_and_a_foreign_module(tiny_pt, tmp_path, capsys):
     assert code == 1 and "--rebuild reads a scripted Predictor: it goes with --pt FILE.pt" in err
     code, err = run(["export", "--output", tmp_path / "m.pt", "--pt", tiny_pt, "--rebuild"], capsys)
     assert code == 1 and "is already a Predictor exported by this tool; drop --rebuild" in err
+
+
+def test_a_traced_classifier_gets_its_class_names_from_classes(tmp_path, capsys):
+    # torch.jit.trace keeps no list attributes: a traced module can't carry class_names itself.
+    traced = torch.jit.trace(Softmaxed(class_names(4)).eval(), torch.rand(1, 3, 64, 64))
+    traced.save(str(tmp_path / "traced.pt"))
+    (tmp_path / "classes.txt").write_text("\n".join(class_names(4)) + "\n")
+    code, err = run(["export", "--output", tmp_path / "w.pt", "--pt", tmp_path / "traced.pt"], capsys)
+    assert code == 1 and "has no class_names" in err and "or pass --classes FILE" in err
+    argv = [
+        "export",
+        "--output",
+        tmp_path / "w.pt",
+        "--pt",
+        tmp_path / "traced.pt",
+        "--classes",
+        tmp_path / "classes.txt",
+    ]
+    code, err = run(argv, capsys)
+    assert code == 0, err
+    wrapped = torch.jit.load(str(tmp_path / "w.pt"))
+    assert list(wrapped.class_names) == class_names(4)
+    image = decode_image(encode(sample("rocket.jpg"), "PNG"))
+    torch.testing.assert_close(wrapped.preprocess(image), traced(to_tensor(image))[0], atol=1e-6, rtol=0)
+
+
+def test_classes_may_not_contradict_a_modules_own_or_rename_our_predictor(tutorial_pt, tiny_pt, tmp_path, capsys):
+    (tmp_path / "classes.txt").write_text("\n".join(class_names(5)) + "\n")
+    code, err = run(
+        ["export", "--output", tmp_path / "w.pt", "--pt", tutorial_pt, "--classes", tmp_path / "classes.txt"], capsys
+    )
+    assert code == 1 and "has class_names of its own, which differ from those given: drop --classes" in err
+    code, err = run(
+        ["export", "--output", tmp_path / "w.pt", "--pt", tiny_pt, "--classes", tmp_path / "classes.txt"], capsys
+    )
+    assert code == 1 and "with class names of its own; drop --classes" in err

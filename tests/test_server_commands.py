@@ -18,13 +18,9 @@ def test_stop_without_a_server_says_so_and_succeeds(tmp_path, caplog):
 def test_commands_that_need_a_server_say_how_to_start_one(argv, tmp_path, capsys):
     assert main([*argv, "--state-dir", str(tmp_path)]) == 1
     assert capsys.readouterr().err == (
-        f"error: no TorchServe of this checkout is running (state folder {tmp_path}); start it with `serve`\n"
+        f"error: no TorchServe of this checkout is running (state folder {tmp_path}); "
+        "start it with `mar-builder serve` (or make serve)\n"
     )
-
-
-def test_predict_names_missing_image_files_before_asking_a_server(tmp_path, capsys):
-    assert main(["predict", str(tmp_path / "nope.jpg"), "--state-dir", str(tmp_path)]) == 1
-    assert capsys.readouterr().err == f"error: no such image file: {tmp_path / 'nope.jpg'}\n"
 
 
 def test_serve_refuses_a_missing_archive_naming_those_there(tmp_path, capsys):

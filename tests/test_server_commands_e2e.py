@@ -57,8 +57,10 @@ def test_predict_prints_a_table_per_image_and_json_lines_with_json(served):
     assert sorted(row.split("  ")[1].strip() for row in rows) == sorted(NAMES)
     assert all(row.rstrip().endswith(("%", "▏", "▎", "▍", "▌", "▋", "▊", "▉", "█")) for row in rows)
     raw = mar_builder(["predict", PHOTO, PHOTO, "--json", "--state-dir", state])
-    answers = [json.loads(line) for line in raw.stdout.splitlines()]
-    assert len(answers) == 2 and sorted(answers[0]) == sorted(NAMES)
+    lines = [json.loads(line) for line in raw.stdout.splitlines()]
+    assert [(line["image"], line["status"]) for line in lines] == [(str(PHOTO), 200)] * 2
+    answers = [line["answer"] for line in lines]
+    assert sorted(answers[0]) == sorted(NAMES)
     assert abs(sum(answers[0].values()) - 1) < 1e-4
     first = rows[0].split()
     assert first[-2] == f"{list(answers[0].values())[0]:.2%}"  # most likely first, as a percentage
@@ -66,11 +68,17 @@ def test_predict_prints_a_table_per_image_and_json_lines_with_json(served):
 
 def test_predict_names_an_image_the_server_refused_and_exits_1(served):
     state, _ = served
-    shown = mar_builder(["predict", REPO_ROOT / "README.md", PHOTO, "--state-dir", state])
+    missing = state / "no-such.jpg"
+    shown = mar_builder(["predict", REPO_ROOT / "README.md", missing, PHOTO, "--state-dir", state])
     assert shown.returncode == 1
     assert shown.stdout.splitlines()[0] == str(PHOTO)  # the good image is still classified
-    assert shown.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "README.md: 400 InvalidImage: not a decodable image" in shown.stderr
+    errors = shown.stderr.strip().splitlines()
+    assert errors[0].startswith("error: ") and "README.md: 400 InvalidImage: not a decodable image" in errors[0]
+    assert errors[1] == f"error: {missing}: UnreadableFile: No such file or directory"
+    assert errors[-1] == "error: 2 of 3 images not classified (each named above)"
+    raw = mar_builder(["predict", missing, PHOTO, "--json", "--state-dir", state])
+    lines = [json.loads(line) for line in raw.stdout.splitlines()]
+    assert [(line["image"], line["status"]) for line in lines] == [(str(missing), 0), (str(PHOTO), 200)]
 
 
 def test_scale_and_rotate_key_act_on_this_checkouts_server(served):

@@ -2,7 +2,7 @@
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, List
 
 from ..errors import SettingsError
 
@@ -104,16 +104,18 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
-    """Your model as the flags describe it; None for --pt (packed as is) and for the default model."""
+    """Your model as the flags describe it; None for --pt (see pt_class_names) and for the default model."""
     from .class_names import class_names_from_dir, read_class_names
     from .model_sources import parse_model_kwargs
     from .user_model import Preprocessing, UserModel
 
     given = [flag for dest, flag in USER_MODEL_FLAGS.items() if getattr(args, dest) not in (None, False)]
     if args.pt is not None:
-        extra = given + (["--trace"] if args.trace else [])
+        # Class names may stand in for those of a module that has none (a traced one); nothing else applies.
+        extra = [flag for flag in given if flag not in ("--classes", "--classes-from-dir")]
+        extra += ["--trace"] if args.trace else []
         if extra:
-            raise SettingsError(f"--pt packs an exported Predictor as it is; drop {', '.join(extra)}")
+            raise SettingsError(f"--pt takes a TorchScript classifier as it is; drop {', '.join(extra)}")
         return None
     if args.rebuild:
         raise SettingsError("--rebuild reads a scripted Predictor: it goes with --pt FILE.pt")
@@ -144,3 +146,14 @@ def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
         allow_pickle=args.allow_pickle,
         preprocessing=preprocessing,
     )
+
+
+def pt_class_names(args: argparse.Namespace) -> "List[str] | None":
+    """The class names that --classes or --classes-from-dir give for a --pt module, else None."""
+    from .class_names import class_names_from_dir, read_class_names
+
+    if args.classes is not None:
+        return read_class_names(args.classes)
+    if args.classes_from_dir is not None:
+        return class_names_from_dir(args.classes_from_dir)
+    return None

@@ -65,7 +65,12 @@ def rebuild_predictor(module: torch.jit.ScriptModule, class_names: Sequence[str]
             f"--rebuild: the rebuilt Predictor's probabilities differ from {path}'s own by up to {difference:.4f} "
             f"(more than {REBUILD_TOLERANCE:g}): its forward does more than the tutorial's; drop --rebuild"
         )
-    logger.info("--rebuild: probabilities within %.2g of %s's own forward on random images", difference, path)
+    logger.info(
+        "--rebuild: largest probability difference from %s's own forward on random images: %.1e (limit %g)",
+        path,
+        difference,
+        REBUILD_TOLERANCE,
+    )
     return predictor
 
 

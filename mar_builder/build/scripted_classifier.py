@@ -78,22 +78,33 @@ def to_tensor(image: torch.Tensor) -> torch.Tensor:
     return image.float().div(255).unsqueeze(0)
 
 
-def check_scripted_classifier(module: torch.jit.ScriptModule, path: Path) -> List[str]:
+def check_scripted_classifier(
+    module: torch.jit.ScriptModule, path: Path, given_names: Sequence[str] | None = None
+) -> List[str]:
     """Check a TorchScript classifier not exported by this tool; return its class names.
 
-    It needs `class_names` (a list of strings) and a `forward` that maps float images (N, 3, H, W) in
-    [0, 1] to probabilities (N, len(class_names)), rows summing to 1, for images of several sizes.
+    It needs `class_names` (a list of strings; `given_names`, from --classes, stand in for a module that
+    has none, such as a traced one) and a `forward` that maps float images (N, 3, H, W) in [0, 1] to
+    probabilities (N, len(class_names)), rows summing to 1, for images of several sizes.
     Raises ModelSourceError (or ClassNamesError) saying what to fix.
     """
-    if not hasattr(module, "class_names"):
+    if given_names is not None:
+        if hasattr(module, "class_names") and list(module.class_names) != list(given_names):
+            raise ModelSourceError(
+                f"--pt: {path} has class_names of its own, which differ from those given: drop --classes"
+            )
+        class_names = validate_class_names(list(given_names), "the class names given")
+    elif not hasattr(module, "class_names"):
         raise ModelSourceError(
             f"--pt: {path} has no class_names: give the scripted module a `class_names` attribute "
-            "(a list of strings, one per output), as the tutorial's Predictor has"
+            "(a list of strings, one per output), as the tutorial's Predictor has, or pass --classes FILE "
+            "(a traced module cannot keep one)"
         )
-    names = module.class_names
-    if not isinstance(names, (list, tuple)):
-        raise ModelSourceError(f"--pt: {path}'s class_names is a {type(names).__name__}, not a list of strings")
-    class_names = validate_class_names(list(names), f"{path}'s class_names")
+    else:
+        names = module.class_names
+        if not isinstance(names, (list, tuple)):
+            raise ModelSourceError(f"--pt: {path}'s class_names is a {type(names).__name__}, not a list of strings")
+        class_names = validate_class_names(list(names), f"{path}'s class_names")
     images = random_images()
     # Each image alone, then a batch of two: forward must take batches, as the tutorial calls it.
     pair = torch.cat([to_tensor(images[0]), to_tensor(images[0].flip(-1))])

@@ -5,12 +5,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import psutil
 
 from ..errors import ServeError
 from .local_server import KEY_FILE, REPO_ROOT, LocalTorchServe, TorchServeClient, read_properties
+from .server_ports import check_free
 
 STATE_DIR_ENV = "MAR_BUILDER_STATE_DIR"  # another state folder for every server command
 STATE_DIR_NAME = ".torchserve"
@@ -81,7 +82,10 @@ def find_running(state_dir: Path) -> RunningServer | None:
 def require_running(state_dir: Path) -> RunningServer:
     running = find_running(state_dir)
     if running is None:
-        raise ServeError(f"no TorchServe of this checkout is running (state folder {state_dir}); start it with `serve`")
+        raise ServeError(
+            f"no TorchServe of this checkout is running (state folder {state_dir}); "
+            "start it with `mar-builder serve` (or make serve)"
+        )
     return running
 
 
@@ -92,16 +96,18 @@ def start(
     config: Path,
     ports: Sequence[int] | str,
     timeout: float,
+    starting: Callable[[], None] = lambda: None,
 ) -> RunningServer:
     """Start TorchServe in `state_dir` with model_store/<name>.mar for each name; return once every
     model's workers are READY. Raises ServeError: already running, an archive missing, a port taken,
-    TorchServe died or was not ready within `timeout` seconds (it is stopped then)."""
+    TorchServe died or was not ready within `timeout` seconds (it is stopped then). `starting` is
+    called once every check has passed, just before TorchServe starts."""
     state_dir = state_dir.resolve()
     running = find_running(state_dir)
     if running is not None:
         raise ServeError(
             f"this checkout's TorchServe already runs (pid {running.pid}, {running.client.inference_url}); "
-            "stop it first with `stop`"
+            "stop it first with `mar-builder stop` (or make stop)"
         )
     for name in names:
         if not (model_store / f"{name}.mar").is_file():
@@ -111,6 +117,8 @@ def start(
                 f"build it with ./build_mar.sh --name {name}"
             )
     server = LocalTorchServe(state_dir, model_store, models=[f"{n}={n}.mar" for n in names], config=config, ports=ports)
+    check_free(server.properties)
+    starting()
     server.start(wait_for=names, timeout=timeout)
     pid = int((state_dir / PID_FILE).read_text().split()[0])
     return RunningServer(state_dir, pid, server.properties)

@@ -2,8 +2,9 @@
 
 import argparse
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Tuple
 
 from ..errors import ServeError
 from . import checkout_server
@@ -25,26 +26,42 @@ def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
 
 def run_predict(args: argparse.Namespace) -> None:
     """Send each image as its own request (the body, as `curl -T` does) and print each answer in order.
-    Raises ServeError naming every image that was not classified, after printing the others."""
-    missing = [str(image) for image in args.images if not image.is_file()]
-    if missing:
-        raise ServeError(f"no such image file: {', '.join(missing)}")
+
+    With --json, one line per image: `{"image": path, "status": HTTP status, "answer": the handler's JSON}`.
+    An image that is missing, unreadable or refused is named on stderr (in the JSON line too) and the
+    others are still classified. Raises ServeError, after printing, when any image was not classified.
+    """
     running = checkout_server.require_running(state_dir(args))
     model = running.model(args.model)
-    failed = []
+    failed = 0
     for image in args.images:
-        try:
-            response = running.client.predict(model, image.read_bytes())
-        except OSError as e:
-            raise ServeError(f"TorchServe does not answer on {running.client.inference_url}: {e}") from e
-        if response.status != 200:
-            failed.append(f"{image}: {error_text(response.status, response.body)}")
-        elif args.json:
-            print(json.dumps(response.json(), ensure_ascii=False), flush=True)  # JSON Lines: one answer a line
-        else:
-            print(table(str(image), response.json()), flush=True)
+        status, answer = _classify(running.client, model, image)
+        if args.json:
+            line = {"image": str(image), "status": status, "answer": answer}
+            print(json.dumps(line, ensure_ascii=False), flush=True)  # JSON Lines: one image a line
+        elif status == 200:
+            print(table(str(image), answer), flush=True)
+        if status != 200:
+            failed += 1
+            print(f"error: {image}: {error_line(status, answer)}", file=sys.stderr, flush=True)
     if failed:
-        raise ServeError("; ".join(failed))
+        raise ServeError(f"{failed} of {len(args.images)} images not classified (each named above)")
+
+
+def _classify(client: Any, model: str, image: Path) -> Tuple[int, Any]:
+    """(HTTP status, the answer's JSON) for one image; a file that can't be read is status 0."""
+    try:
+        payload = image.read_bytes()
+    except OSError as e:
+        return 0, {"type": "UnreadableFile", "message": e.strerror or str(e)}
+    try:
+        response = client.predict(model, payload)
+    except OSError as e:
+        raise ServeError(f"TorchServe does not answer on {client.inference_url}: {e}") from e
+    try:
+        return response.status, response.json()
+    except ValueError:
+        return response.status, {"message": response.body[:200].decode(errors="replace")}
 
 
 def table(title: str, answer: Any) -> str:
@@ -68,10 +85,10 @@ def bar(probability: float, width: int = BAR_WIDTH) -> str:
     return ("█" * (eighths // 8) + EIGHTHS[eighths % 8]).rstrip()
 
 
-def error_text(status: int, body: bytes) -> str:
-    """`400 InvalidImage: not a decodable image ...` from the handler's or TorchServe's JSON error body."""
-    try:
-        error = json.loads(body)
-        return f"{status} {error.get('type', '')}: {error.get('message', '')}".replace(" :", ":")
-    except (ValueError, AttributeError):
-        return f"{status}: {body[:200].decode(errors='replace')}"
+def error_line(status: int, answer: Any) -> str:
+    """`400 InvalidImage: not a decodable image ...` from the handler's or TorchServe's JSON error body;
+    status 0 is a file that could not be read."""
+    if not isinstance(answer, dict):
+        return f"{status}: {json.dumps(answer)[:200]}"
+    text = f"{answer.get('type', '')}: {answer.get('message', '')}".strip(": ")
+    return text if status == 0 else f"{status} {text}".rstrip()

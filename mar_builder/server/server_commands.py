@@ -65,11 +65,14 @@ def run_serve(args: argparse.Namespace) -> None:
     store = args.model_store or config.parent / read_properties(config).get("model_store", "model_store")
     folder = state_dir(args)
     names = ", ".join(args.names)
-    logger.info("starting TorchServe for %s; its output goes to %s/console.log and %s/logs/", names, folder, folder)
-    logger.info("waiting for the workers of %s to be READY (each worker loads the model: 10-60 s)", names)
+
+    def starting() -> None:
+        logger.info("starting TorchServe for %s; its output goes to %s/console.log and %s/logs/", names, folder, folder)
+        logger.info("waiting for the workers of %s to be READY (each worker loads the model: 10-60 s)", names)
+
     started = time.monotonic()
     ports = args.ports or "config"  # None: those of --config
-    running = checkout_server.start(folder, store.resolve(), args.names, config, ports, args.timeout)
+    running = checkout_server.start(folder, store.resolve(), args.names, config, ports, args.timeout, starting)
     client = running.client
     logger.info("TorchServe (pid %d) serves %s, READY after %.0f s", running.pid, names, time.monotonic() - started)
     logger.info("  inference   %s", client.inference_url)
@@ -77,7 +80,9 @@ def run_serve(args: argparse.Namespace) -> None:
     logger.info("  metrics     %s", client.metrics_url)
     logger.info("  keys        %s", client.key_file)
     logger.info("  logs        %s/", running.logs)
-    logger.info("classify with `mar-builder predict IMAGE...`; stop with `mar-builder stop`")
+    # A server in another state folder is reached only with the same --state-dir (or MAR_BUILDER_STATE_DIR).
+    where = "" if folder == checkout_server.default_state_dir() else f" --state-dir {folder}"
+    logger.info("classify with `mar-builder predict IMAGE...%s`; stop with `mar-builder stop%s`", where, where)
 
 
 def run_stop(args: argparse.Namespace) -> None:
