@@ -1,5 +1,7 @@
 """Base64 text as clients write it, normalised to bytes: padded or not, standard or URL-safe, wrapped, data URLs."""
 
+from __future__ import annotations
+
 import base64
 import binascii
 import re

@@ -1,5 +1,7 @@
 """TorchServe handler: decode request images, classify them with the scripted Predictor, answer top-k."""
 
+from __future__ import annotations
+
 import logging
 import os
 import warnings
@@ -106,7 +108,7 @@ class ClassifierHandler:
         answers = self.classify_images(images, owners, metrics)
         remaining = iter(answers)
         responses: List[Any] = []
-        for idx, (request_found, protocol) in enumerate(zip(found, protocols, strict=True)):
+        for idx, (request_found, protocol) in enumerate(zip(found, protocols)):
             if isinstance(request_found, RequestError):
                 refuse = self._refuse if protocol is None else kserve_protocol.refuse
                 responses.append(refuse(context, idx, request_found))
@@ -133,7 +135,7 @@ class ClassifierHandler:
         assert self.model is not None, "initialize() must run before classify_images()"
         answers: List[Dict[str, float] | RequestError] = list(images)  # type: ignore[arg-type]
         crops, positions = [], []
-        for position, (image, idx) in enumerate(zip(images, owners, strict=True)):
+        for position, (image, idx) in enumerate(zip(images, owners)):
             try:
                 if isinstance(image, RequestError):
                     raise image
@@ -159,7 +161,7 @@ class ClassifierHandler:
                 top_p, top_i = probabilities.topk(self.topk, dim=1)
             for row, position in enumerate(positions):
                 answers[position] = {
-                    self.class_names[i]: p for p, i in zip(top_p[row].tolist(), top_i[row].tolist(), strict=True)
+                    self.class_names[i]: p for p, i in zip(top_p[row].tolist(), top_i[row].tolist())
                 }
         return answers
 

@@ -1,5 +1,7 @@
 """The handler's own metrics. TorchServe 0.12 exports only what metrics.yaml declares, in this order of dimensions."""
 
+from __future__ import annotations
+
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator

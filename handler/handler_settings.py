@@ -1,5 +1,7 @@
 """The handler's settings, read from the `handler:` section of the archived model-config.yaml."""
 
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
@@ -43,7 +45,7 @@ class HandlerSettings:
                 raise ValueError(f"handler.{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
-    def from_model_config(cls, model_config: Mapping[str, Any]) -> "HandlerSettings":
+    def from_model_config(cls, model_config: Mapping[str, Any]) -> HandlerSettings:
         section = (model_config or {}).get("handler") or {}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(section) - known)

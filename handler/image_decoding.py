@@ -1,5 +1,7 @@
 """Decode encoded image bytes to an RGB uint8 (3, H, W) tensor, or raise a typed request error."""
 
+from __future__ import annotations
+
 import io
 import re
 import struct

@@ -21,6 +21,8 @@ request's images here (`request_images`), classifies the images of the whole bat
 answers each request here (`respond`, `refuse`).
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import sys

@@ -9,6 +9,8 @@ repeats under `image#2`, `image#3`, ... (and their part content types likewise).
 repeated names are left exactly as TorchServe made them.
 """
 
+from __future__ import annotations
+
 import logging
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -38,7 +40,7 @@ def _wrap(original: Callable[[Any], Tuple[List[Any], List[Dict[str, Any]], Dict[
     def retrieve_data_for_inference(batch: Any) -> Tuple[List[Any], List[Dict[str, Any]], Dict[int, str]]:
         headers, input_batch, req_to_id_map = original(batch)
         try:
-            for request, model_in, processor in zip(batch, input_batch, headers, strict=True):
+            for request, model_in, processor in zip(batch, input_batch, headers):
                 _keep_repeats(request.get("parameters") or [], model_in, processor.get_request_properties())
         except Exception:  # a TorchServe whose shapes differ: leave its own result untouched
             logger.warning("could not keep repeated multipart parts; only the last of each name is kept", exc_info=True)

@@ -1,5 +1,7 @@
 """Request errors of the serving side, each with its HTTP status: the one place that maps them."""
 
+from __future__ import annotations
+
 from typing import Dict
 
 

@@ -6,6 +6,8 @@ application/json), each multipart part or urlencoded field under its own name (a
 the part content types among the request headers.
 """
 
+from __future__ import annotations
+
 import json
 import re
 from dataclasses import dataclass
