@@ -47,7 +47,7 @@ predict: venv
 	$(PY) -m mar_builder predict $(IMG) $(MODEL_FLAG)
 
 stop:
-	$(PY) -m mar_builder stop
+	@if test -x $(PY); then $(PY) -m mar_builder stop; else echo "no $(VENV): no server of this checkout can be running"; fi
 
 # The running server keeps WORKERS workers of model NAME: the management API, waiting until they are READY.
 scale: venv

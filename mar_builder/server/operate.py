@@ -1,4 +1,5 @@
-"""Operate a running TorchServe: scale a model's workers, list them, rotate a key (`make scale WORKERS=N`)."""
+"""Operate any running TorchServe by hand, given its settings and key file: scale a model's workers, list them,
+rotate a key (`mar-builder scale` and `rotate-key` do the same for this checkout's own server)."""
 
 import argparse
 import json

@@ -37,7 +37,9 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     scale.add_argument("--model", help="(default: the one model served)")
     scale.set_defaults(run=run_scale)
     rotate = commands.add_parser("rotate-key", help="new keys in key_file.json; the old ones stop working")
-    rotate.add_argument("api", nargs="?", choices=["inference", "management", "both"], default="both")
+    rotate.add_argument(
+        "api", nargs="?", choices=["inference", "management", "both"], default="both", help="whose key (default: both)"
+    )
     rotate.set_defaults(run=run_rotate_key)
     for sub in (serve, stop, scale, rotate):
         add_state_dir_flag(sub)
