@@ -82,6 +82,22 @@ def verify_exported(path: Path, eager: Predictor, atol: float = 1e-5) -> None:
         torch.testing.assert_close(reloaded.classify(batch), expected, atol=atol, rtol=1e-4)
 
 
+@contextlib.contextmanager
+def staged_file(output: Path) -> Iterator[Path]:
+    """A temporary file beside `output` that replaces it when the block ends without an error; removed
+    otherwise, so `output` is never left half written."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export_predictor(predictor: Predictor, output: Path, trace: bool = False) -> str:
     """Script `predictor`, save, reload and verify it; if any of that fails (or `trace` is asked for),
     do the same with its inner network traced instead, logging why.
@@ -123,12 +139,7 @@ def _write_verified(make: Callable[[], torch.jit.ScriptModule], predictor: Predi
         scripted = make()
     except Exception as e:
         raise _ExportStepError("torch.jit.script", e) from e
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with staged_file(output) as tmp:
         try:
             with torchscript_deprecation_acknowledged():
                 scripted.save(str(tmp))
@@ -139,9 +150,6 @@ def _write_verified(make: Callable[[], torch.jit.ScriptModule], predictor: Predi
             verify_exported(tmp, predictor)
         except ExportError as e:
             raise _ExportStepError("verifying the reloaded file", e) from e
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _with_traced_network(predictor: Predictor) -> Predictor:

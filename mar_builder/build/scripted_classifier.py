@@ -1,7 +1,6 @@
 """Any TorchScript classifier with class_names (the tutorial's Predictor): checked, then served through its forward."""
 
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ from torch import nn
 from ..constants import FULL_DECODE_RESIZE_SIZE
 from ..errors import ExportError, ModelSourceError, first_line
 from .class_names import validate_class_names
-from .export import random_images, torchscript_deprecation_acknowledged
+from .export import random_images, staged_file, torchscript_deprecation_acknowledged
 
 logger = logging.getLogger(__name__)
 
@@ -140,18 +139,10 @@ def export_adapter(module: torch.jit.ScriptModule, class_names: Sequence[str], o
     """Script a ForwardAdapter around `module`, check it in a fresh `python -I` against `module`, write `output`."""
     with torchscript_deprecation_acknowledged():
         scripted = torch.jit.script(ForwardAdapter(module, class_names).eval())
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with staged_file(output) as tmp:
         with torchscript_deprecation_acknowledged():
             scripted.save(str(tmp))
         verify_standalone(tmp, module, class_names)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def verify_standalone(path: Path, module: torch.jit.ScriptModule, class_names: Sequence[str]) -> None:

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-from ..server.local_server import ServerError, TorchServeClient, free_ports, read_properties, write_properties
+from ..server.local_server import (
+    ServerError,
+    TorchServeClient,
+    free_ports,
+    log_tail,
+    read_properties,
+    write_properties,
+)
 from .command import CONFIG_DIR, MODEL_STORE_DIR
 from .manifests import MOUNT_PATH, torchserve_args
 
@@ -90,11 +97,7 @@ class SimulatedPod:
         return self
 
     def log_tail(self, lines: int = 30) -> str:
-        text = ""
-        for path in (self.log_path, self.workdir / "logs" / "model_log.log"):
-            if path.exists():
-                text += "".join(path.read_text(errors="replace").splitlines(True)[-lines:])
-        return text
+        return log_tail(self.workdir, lines)
 
     def stop(self) -> None:
         if self.process is None:

@@ -38,6 +38,15 @@ def read_properties(path: Path = CONFIG_FILE) -> Dict[str, str]:
     return properties
 
 
+def log_tail(workdir: Path, lines: int = 30) -> str:
+    """The last `lines` lines of a TorchServe's console.log and model_log.log in `workdir`, for error messages."""
+    text = ""
+    for path in (workdir / "console.log", workdir / "logs" / "model_log.log"):
+        if path.exists():
+            text += "".join(path.read_text(errors="replace").splitlines(True)[-lines:])
+    return text
+
+
 def write_properties(path: Path, properties: Dict[str, str]) -> None:
     path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
 
@@ -143,11 +152,7 @@ class LocalTorchServe:
         return (lines[self.log_path] or ["no output"])[-1][:300]
 
     def log_tail(self, lines: int = 30) -> str:
-        text = ""
-        for path in (self.log_path, self.workdir / "logs" / "model_log.log"):
-            if path.exists():
-                text += "".join(path.read_text(errors="replace").splitlines(True)[-lines:])
-        return text
+        return log_tail(self.workdir, lines)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process is None:
