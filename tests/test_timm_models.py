@@ -4,10 +4,9 @@ import argparse
 import logging
 
 import pytest
+import timm  # a test dependency (requirements-dev.txt), not a runtime one
 import torch
 from user_model_files import run
-
-timm = pytest.importorskip("timm")  # a test dependency (requirements-dev.txt), not a runtime one
 
 NETS_PY = """
 import timm
