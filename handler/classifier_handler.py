@@ -13,7 +13,7 @@ from handler_metrics import HandlerMetrics
 from handler_settings import HandlerSettings
 from image_decoding import decode_image
 from repeated_parts import keep_repeated_parts
-from request_errors import RequestError
+from request_errors import RequestError, status_phrase
 from request_payload import RequestImages, request_images
 
 logger = logging.getLogger(__name__)
@@ -184,18 +184,13 @@ class ClassifierHandler:
             status = statuses.pop() if len(statuses) == 1 else 400
             phrase = f"all {len(answers)} images refused; first: {errors[0]}"
         logger.info("request %d: %s", idx, phrase)
-        context.set_response_status(status, _status_phrase(phrase), idx)
+        context.set_response_status(status, status_phrase(phrase), idx)
         return body
 
     @staticmethod
     def _refuse(context: Any, idx: int, error: RequestError) -> Dict[str, Any]:
         body = error.to_json()
         logger.info("request %d refused: %d %s: %s", idx, error.status, body["type"], body["message"])
-        context.set_response_status(error.status, _status_phrase(str(body["message"])), idx)
+        context.set_response_status(error.status, status_phrase(str(body["message"])), idx)
         context.set_response_content_type(idx, JSON_CONTENT_TYPE)
         return body
-
-
-def _status_phrase(text: str) -> str:
-    """The reason phrase goes on the HTTP status line: one short printable ASCII line."""
-    return "".join(c if " " <= c <= "~" else "?" for c in text)[:200]

@@ -28,7 +28,7 @@ import logging
 import sys
 from typing import Any, Dict, List
 
-from request_errors import InvalidRequest, RequestError
+from request_errors import InvalidRequest, RequestError, status_phrase
 from request_payload import RequestImages, base64_images, counted, instance_images
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,6 @@ def refuse(context: Any, idx: int, error: RequestError, prefix: str = "") -> Dic
     """Request `idx` refused as a whole: its status, and KServe's {"error": message} body."""
     message = f"{prefix}{type(error).__name__}: {error}"
     logger.info("request %d refused: %d %s", idx, error.status, message)
-    phrase = "".join(c if " " <= c <= "~" else "?" for c in message)[:200]
-    context.set_response_status(error.status, phrase, idx)
+    context.set_response_status(error.status, status_phrase(message), idx)
     context.set_response_content_type(idx, "application/json")
     return {"error": message}

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Dict
 
 
+def status_phrase(text: str) -> str:
+    """`text` as an HTTP reason phrase, which goes on the status line: one short printable ASCII line."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:200]
+
+
 class RequestError(Exception):
     """A request the handler refuses; it fails alone, with `status` and a JSON body."""
 

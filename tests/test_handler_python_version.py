@@ -51,7 +51,7 @@ def test_every_handler_module_loads_on_python_3_9():
         pytest.skip(f"python{IMAGE_PYTHON} is not installed (pyenv install {IMAGE_PYTHON}); TorchServe's images run it")
     modules = sorted(p.stem for p in HANDLER_DIR.glob("*.py"))
     out = subprocess.run(
-        [python, "-I", "-c", LOAD_EVERY_MODULE, str(HANDLER_DIR), *modules], capture_output=True, text=True
+        [python, "-I", "-B", "-c", LOAD_EVERY_MODULE, str(HANDLER_DIR), *modules], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"loaded {len(modules)}"

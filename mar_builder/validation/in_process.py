@@ -1,7 +1,6 @@
 """Answers computed in this process: (a) the eager network with training-style PIL preprocessing, (b) the .pt."""
 
 import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -12,6 +11,7 @@ import torchvision.transforms as T
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from ..build.export import torchscript_deprecation_acknowledged
 from ..errors import ValidationError
 
 EXIF_ORIENTATION = 0x0112
@@ -30,8 +30,7 @@ class PtSettings:
 
 def load_pt(path: Path) -> Tuple[torch.jit.ScriptModule, PtSettings]:
     """The scripted Predictor and its settings. Raises ValidationError when it is not one of ours."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+    with torchscript_deprecation_acknowledged():
         try:
             pt = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as e:
