@@ -13,6 +13,7 @@ from ..server.local_server import (
     TorchServeClient,
     free_ports,
     log_tail,
+    private_environment,
     read_properties,
     write_properties,
 )
@@ -64,11 +65,8 @@ class SimulatedPod:
         return [str(Path(sys.executable).parent / args[0]), *args[1:]]
 
     def env(self) -> Dict[str, str]:
-        env = dict(os.environ)
+        env = private_environment(self.workdir)
         env.update(self.ports)
-        # A private temp dir (pid file, worker sockets) and log folder, as LocalTorchServe keeps them.
-        env.update(TMPDIR=str(self.workdir), TEMP=str(self.workdir), LOG_LOCATION=str(self.workdir / "logs"))
-        env["METRICS_LOCATION"] = env["LOG_LOCATION"]
         env.pop("TS_SERVICE_ENVELOPE", None)
         if ENVELOPES[self.protocol]:
             env["TS_SERVICE_ENVELOPE"] = ENVELOPES[self.protocol]

@@ -38,6 +38,20 @@ def read_properties(path: Path = CONFIG_FILE) -> Dict[str, str]:
     return properties
 
 
+def private_environment(workdir: Path) -> Dict[str, str]:
+    """This process's environment for a TorchServe that keeps to `workdir`: its pid file (TMPDIR), its
+    worker sockets (TEMP, as java.io.tmpdir) and its logs, so that several servers coexist on a machine."""
+    env = dict(os.environ)
+    env.pop("TS_CONFIG_FILE", None)  # it would override --ts-config
+    env.update(
+        TMPDIR=str(workdir),
+        TEMP=str(workdir),
+        LOG_LOCATION=str(workdir / "logs"),
+        METRICS_LOCATION=str(workdir / "logs"),
+    )
+    return env
+
+
 def log_tail(workdir: Path, lines: int = 30) -> str:
     """The last `lines` lines of a TorchServe's console.log and model_log.log in `workdir`, for error messages."""
     text = ""
@@ -101,16 +115,7 @@ class LocalTorchServe:
         check_free(self.properties)
         key_file = self.workdir / KEY_FILE
         old_keys = key_file.read_bytes() if key_file.exists() else None
-        env = dict(os.environ)
-        env.pop("TS_CONFIG_FILE", None)  # it would override --ts-config
-        # TorchServe keeps its pid file (TMPDIR) and its worker sockets (TEMP, as java.io.tmpdir) in
-        # the temp dir: a private one lets several servers coexist.
-        env.update(
-            TMPDIR=str(self.workdir),
-            TEMP=str(self.workdir),
-            LOG_LOCATION=str(self.workdir / "logs"),
-            METRICS_LOCATION=str(self.workdir / "logs"),
-        )
+        env = private_environment(self.workdir)
         torchserve = Path(sys.executable).parent / "torchserve"
         command = [str(torchserve), "--start", "--foreground", "--ncs", "--ts-config", str(self.config)]
         if self.models:
