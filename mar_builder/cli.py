@@ -114,11 +114,10 @@ def write_from_pt(pt: Path, output: Path, rebuild: bool, given_names: "List[str]
         logger.info("rebuilt %s as this tool's Predictor (inner network %s), verified against eager", pt, method)
         return
     export_adapter(module, class_names, output)
-    logger.info(
-        "%s is not a Predictor of this tool: served through its own forward, one image at a time "
-        "(--rebuild exports it as this tool's Predictor, batched)",
-        pt,
-    )
+    # --rebuild reads a tutorial-style Predictor: suggested only where its parts are there to read.
+    tutorial_style = hasattr(module, "model") and hasattr(module, "transforms")
+    hint = " (--rebuild exports it as this tool's Predictor, batched)" if tutorial_style else ""
+    logger.info("%s is not a Predictor of this tool: served through its own forward, one image at a time%s", pt, hint)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -92,3 +92,17 @@ def test_bad_flags_exit_1_with_one_line(tmp_path, mar, capsys, args, message):
     assert err.startswith("error: ") and len(err.splitlines()) == 1
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_storage_uri_is_kserves_a_placeholder_is_named_and_kubernetes_refuses_one(tmp_path, mar, capsys, caplog):
+    caplog.set_level("WARNING", logger="mar_builder")
+    assert deploy("kserve", "--out", tmp_path / "out", "--name", "landmarks", "--mar", mar) == 0
+    assert "storageUri is the placeholder s3://FILL-IN-BUCKET/models/landmarks" in caplog.text
+    flags = ["--out", tmp_path / "k8s", "--name", "landmarks", "--mar", mar, "--storage-uri", "s3://x/y"]
+    assert deploy("kubernetes", *flags) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: --storage-uri is the InferenceService's (deploy kserve); a Deployment mounts the layout from a "
+        "volume: drop --storage-uri"
+    )
+    assert not (tmp_path / "k8s").exists()

@@ -67,6 +67,7 @@ def test_export_wraps_it_and_the_wrapped_pt_answers_as_the_tutorials_call(tutori
     code, err = run(["export", "--output", tmp_path / "wrapped.pt", "--pt", tutorial_pt], capsys)
     assert code == 0, err
     assert "served through its own forward, one image at a time" in caplog.text
+    assert "(--rebuild exports it as this tool's Predictor, batched)" in caplog.text
     assert "reloads on its own and answers as the module's forward does" in caplog.text
     assert "serving 5 classes, in output order: 0: Eiffel Tower, 1: Golden Gate Bridge" in caplog.text
     wrapped = torch.jit.load(str(tmp_path / "wrapped.pt"))
@@ -210,7 +211,8 @@ def test_rebuild_needs_pt_and_a_foreign_module(tiny_pt, tmp_path, capsys):
     assert code == 1 and "is already a Predictor exported by this tool; drop --rebuild" in err
 
 
-def test_a_traced_classifier_gets_its_class_names_from_classes(tmp_path, capsys):
+def test_a_traced_classifier_gets_its_class_names_from_classes(tmp_path, capsys, caplog):
+    caplog.set_level("INFO", logger="mar_builder")
     # torch.jit.trace keeps no list attributes: a traced module can't carry class_names itself.
     traced = torch.jit.trace(Softmaxed(class_names(4)).eval(), torch.rand(1, 3, 64, 64))
     traced.save(str(tmp_path / "traced.pt"))
@@ -228,6 +230,7 @@ def test_a_traced_classifier_gets_its_class_names_from_classes(tmp_path, capsys)
     ]
     code, err = run(argv, capsys)
     assert code == 0, err
+    assert "--rebuild" not in caplog.text  # no model and transforms to read: not suggested
     wrapped = torch.jit.load(str(tmp_path / "w.pt"))
     assert list(wrapped.class_names) == class_names(4)
     image = decode_image(encode(sample("rocket.jpg"), "PNG"))

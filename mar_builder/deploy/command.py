@@ -20,6 +20,7 @@ from .manifests import (
     MANAGEMENT_PORT,
     METRICS_PORT,
     MOUNT_PATH,
+    STORAGE_URI_PLACEHOLDER,
     ManifestSettings,
     kserve_manifests,
     kubernetes_manifests,
@@ -170,6 +171,11 @@ def add_deploy_parser(commands: Any) -> None:
 
 def run_deploy(args: Any) -> List[Path]:
     """`deploy`: check the flags, write the layout and the manifests; SettingsError says what to fix."""
+    if args.target == "kubernetes" and args.storage_uri:
+        raise SettingsError(
+            "--storage-uri is the InferenceService's (deploy kserve); a Deployment mounts the layout from a "
+            "volume: drop --storage-uri"
+        )
     try:
         manifest = ManifestSettings(
             name=args.name,
@@ -184,4 +190,10 @@ def run_deploy(args: Any) -> List[Path]:
     mar = args.mar or REPO_ROOT / "model_store" / f"{args.name}.mar"
     written = write_layout(DeployConfig(args.target, args.out, mar, manifest))
     logger.info("wrote %s", ", ".join(str(p) for p in written))
+    if args.target == "kserve" and not args.storage_uri:
+        logger.warning(
+            "storageUri is the placeholder %s: upload %s there and edit it (or pass --storage-uri)",
+            STORAGE_URI_PLACEHOLDER.format(name=args.name),
+            args.out,
+        )
     return written
