@@ -10,19 +10,20 @@ import argparse
 import logging
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import psutil
+import yaml
 from PIL import Image
 
-from benchmarks.in_process import load_handler, machine_limit
-from benchmarks.large_photos import DraftTradeoff, draft_tradeoffs, handle_ms, jpeg_of
+from benchmarks.in_process import STAGES, Limit, extract_archive, load_handler, machine_limit
+from benchmarks.large_photos import DraftTradeoff, draft_tradeoffs, handle_ms, jpeg_of, median_ms
 from benchmarks.stock_archive import STOCK_NAME, build_stock_archive, captum_installed
 from mar_builder.cli import main as build_main
 from mar_builder.server.load import Load, Shot, percentile, photo_shots
@@ -45,7 +46,8 @@ class Row:
     client_cpu: float  # the load generator's CPU time over the window, as a fraction of one core
     frontend_cpu: float  # TorchServe's frontend (the JVM), likewise
     workers_cpu: float  # the model's worker processes together, likewise
-    limit: float = 0.0  # (a) measured right before and right after this row, averaged
+    limit: float = 0.0  # its runtime's (a), measured right before and right after its runtime's rows, averaged
+    baseline: float = 0.0  # likewise, (a) of the .pt as the workers ran it before this runtime work
     images: int = 1  # photos per request; photos/s counts photos, not requests
 
 
@@ -117,18 +119,43 @@ def multi_image_shots(shots: Sequence[Shot], images: int) -> List[Shot]:
     return requests
 
 
-def large_photo_latency(client: TorchServeClient, sizes: Dict[str, List[bytes]], rounds: int) -> dict:
+def large_photo_latency(client: TorchServeClient, model: str, sizes: Dict[str, List[bytes]], rounds: int) -> dict:
     """p50 latency of 12-megapixel and 600x400 JPEGs of the same photos, sent one at a time, alternating."""
     latencies = {name: [] for name in sizes}
     for i in range(rounds + 1):
         for name, jpegs in sizes.items():
             for jpeg in jpegs:
                 start = time.monotonic()
-                response = client.predict("classifier", jpeg)
+                response = client.predict(model, jpeg)
                 assert response.status == 200, response.body[:200]
                 if i:  # the first round warms up
                     latencies[name].append((time.monotonic() - start) * 1000)
     return {name: percentile(values, 50) for name, values in latencies.items()}
+
+
+# The archives measured, by runtime: the default first. Each is served alone, by a TorchServe of its own.
+ARCHIVES = {"onnxruntime": "classifier", "torchscript": "classifier_torchscript"}
+# The .pt as the workers ran it before oneDNN fusion and the malloc thresholds came in: the in-process
+# limit that serving is compared with ("what was possible in process before").
+BEFORE = "torchscript before"
+LIMIT_SETUPS = {
+    BEFORE: ("torchscript", {"onednn_fusion": False, "keep_freed_buffers": False}),
+    "torchscript": ("torchscript", {}),
+    "onnxruntime": ("onnxruntime", {}),
+}
+
+
+def build_archives(store: Path, runtimes: Sequence[str], handler_settings: Dict[str, object]) -> None:
+    """Each runtime's archive of the default model; `handler_settings` rewrite their model-config.yaml."""
+    from mar_builder.validation.mar_files import copy_with_handler_settings, read_manifest
+
+    for runtime in runtimes:
+        name = ARCHIVES[runtime]
+        assert build_main(["build", "--model-store", str(store), "--name", name, "--runtime", runtime]) == 0
+        if handler_settings:
+            mar = store / f"{name}.mar"
+            changed = copy_with_handler_settings(mar, read_manifest(mar), handler_settings, store / "changed")
+            changed.replace(mar)
 
 
 def run(args: argparse.Namespace) -> List[str]:
@@ -136,65 +163,95 @@ def run(args: argparse.Namespace) -> List[str]:
         raise SystemExit("error: the stock handler needs captum: run `make bench` (it installs requirements-bench.txt)")
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     store = workdir / "model_store"
-    assert build_main(["build", "--model-store", str(store)]) == 0
+    (store / "changed").mkdir(parents=True)
+    runtimes = [r for r in ARCHIVES if r in args.runtimes]
+    build_archives(store, sorted(set(runtimes) | {"torchscript"}), dict(args.handler_setting))
     if not args.only_ours:
         build_stock_archive(store)
-    with zipfile.ZipFile(store / "classifier.mar") as archive:
-        archive.extract("classifier.pt", workdir)
-    pt_path = workdir / "classifier.pt"
+    pts = {r: extract_archive(store / f"{ARCHIVES[r]}.mar", workdir / ARCHIVES[r]) for r in ARCHIVES if r in runtimes}
+    pts.setdefault("torchscript", extract_archive(store / "classifier_torchscript.mar", workdir / "torchscript"))
     shots = photo_shots()
     sample_paths = [Path(__file__).resolve().parent.parent / "samples" / s.kind for s in shots]
-
-    bodies = [s.body for s in shots]
     photos = [Image.open(p) for p in sample_paths]
     large = {"12 MP": [jpeg_of(p, 12) for p in photos], "600x400": [jpeg_of(p, 0.24) for p in photos]}
-    handler, context = load_handler(pt_path, {"threads_per_worker": 1})
+    default_pt = pts[runtimes[0]]
+    handler, context = load_handler(default_pt, {"threads_per_worker": 1})
     tradeoffs: List[DraftTradeoff] = []
-    small_ms, latency = 0.0, {}
+    small_ms, floor_ms, latency = 0.0, 0.0, {}
     if not args.only_ours:
         logger.info("(d) in process: the 12 MP photos at each jpeg_draft_factor")
-        tradeoffs = draft_tradeoffs(pt_path, large["12 MP"], DRAFT_FACTORS, args.large_rounds)
+        tradeoffs = draft_tradeoffs(default_pt, large["12 MP"], DRAFT_FACTORS, args.large_rounds)
         small_ms = handle_ms(handler, context, large["600x400"], args.large_rounds)
+        floor_ms = eighth_scale_decode_ms(large["12 MP"], args.large_rounds)
 
-    # This shared machine's speed drifts by 10-20 % within minutes: (a) is measured before and after
-    # each of our rows, and each row is compared with the mean of the two around it.
-    logger.info("(a) in-process limit, %.0f s on one thread", args.limit_seconds)
-    limits = [machine_limit(pt_path, bodies, args.limit_seconds)]
+    # This shared machine's speed drifts by 10-20 % within minutes: every in-process limit is measured
+    # before and after each runtime's rows, and each row is compared with the mean of the two around it.
+    setups = {key: (pts[runtime], overrides) for key, (runtime, overrides) in LIMIT_SETUPS.items() if runtime in pts}
+    limits: Dict[str, List[Limit]] = {key: [] for key in setups}
+
+    def measure_limits() -> None:
+        for key, (pt, overrides) in setups.items():
+            logger.info("(a) in-process limit of %s, %.0f s on one thread", key, args.limit_seconds)
+            limits[key].append(machine_limit(pt, args.limit_seconds, {**dict(args.handler_setting), **overrides}))
+
+    measure_limits()
     rows: List[Row] = []
-    with LocalTorchServe(workdir / "ours", store, overrides=dict(args.set)) as server:
-        warm_up(server.client, "classifier", shots, 2 * args.warmup)
-        for clients in args.clients:
-            logger.info("(b) ours, %d clients", clients)
-            row = measure(server, "classifier", shots, clients, args.warmup, args.seconds, "ours")
-            logger.info("(a) again")
-            limits.append(machine_limit(pt_path, bodies, args.limit_seconds))
-            rows.append(replace(row, limit=(limits[-2] + limits[-1]) / 2))
-        if args.images_per_request > 1:
-            n, clients = args.images_per_request, args.multi_clients
-            logger.info("(b) ours, %d clients sending %d photos per request", clients, n)
-            multi = multi_image_shots(shots, n)
-            row = measure(server, "classifier", multi, clients, args.warmup, args.seconds, "ours", images=n)
-            limits.append(machine_limit(pt_path, bodies, args.limit_seconds))
-            rows.append(replace(row, limit=(limits[-2] + limits[-1]) / 2))
-        if not args.only_ours:
-            logger.info("(d) large photos")
-            latency = large_photo_latency(server.client, large, args.large_rounds)
-    overall = sum(limits) / len(limits)
-    if args.only_ours:
-        factor = handler.settings.jpeg_draft_factor
-        return report(limits, rows, latency, tradeoffs, small_ms, factor, sample_paths, args.set)
-    stock = LocalTorchServe(workdir / "stock", store, models=[f"{STOCK_NAME}={STOCK_NAME}.mar"])
-    stock.start(wait_for=[STOCK_NAME])
-    try:
-        warm_up(stock.client, STOCK_NAME, shots, 2 * args.warmup)
-        for clients in args.clients:
-            logger.info("(c) stock image_classifier, %d clients", clients)
-            row = measure(stock, STOCK_NAME, shots, clients, args.warmup, args.seconds, "stock")
-            rows.append(replace(row, limit=overall))
-    finally:
-        stock.stop()
-    factor = handler.settings.jpeg_draft_factor
-    return report(limits, rows, latency, tradeoffs, small_ms, factor, sample_paths, args.set)
+    for runtime in runtimes:
+        name = ARCHIVES[runtime]
+        block: List[Row] = []
+        with LocalTorchServe(
+            workdir / runtime, store, models=(f"{name}={name}.mar",), overrides=dict(args.set)
+        ) as server:
+            warm_up(server.client, name, shots, 2 * args.warmup)
+            for clients in args.clients:
+                logger.info("(b) %s, %d clients", runtime, clients)
+                block.append(measure(server, name, shots, clients, args.warmup, args.seconds, runtime))
+            if args.images_per_request > 1 and runtime == runtimes[0]:
+                n, clients = args.images_per_request, args.multi_clients
+                logger.info("(b) %s, %d clients sending %d photos per request", runtime, clients, n)
+                multi = multi_image_shots(shots, n)
+                block.append(measure(server, name, multi, clients, args.warmup, args.seconds, runtime, images=n))
+            if not args.only_ours and runtime == runtimes[0]:
+                logger.info("(d) large photos")
+                latency = large_photo_latency(server.client, name, large, args.large_rounds)
+        measure_limits()
+        around = {key: mean_rate(measured[-2:]) for key, measured in limits.items()}
+        rows += [replace(r, limit=around[runtime], baseline=around.get(BEFORE, 0.0)) for r in block]
+    if not args.only_ours:
+        stock = LocalTorchServe(workdir / "stock", store, models=[f"{STOCK_NAME}={STOCK_NAME}.mar"])
+        stock.start(wait_for=[STOCK_NAME])
+        try:
+            warm_up(stock.client, STOCK_NAME, shots, 2 * args.warmup)
+            for clients in args.clients:
+                logger.info("(c) stock image_classifier, %d clients", clients)
+                row = measure(stock, STOCK_NAME, shots, clients, args.warmup, args.seconds, "stock")
+                overall = {key: mean_rate(measured) for key, measured in limits.items()}
+                rows.append(replace(row, limit=overall.get(BEFORE, 0.0), baseline=overall.get(BEFORE, 0.0)))
+        finally:
+            stock.stop()
+    large_photos = LargePhotos(latency, tradeoffs, small_ms, floor_ms, handler.settings.jpeg_draft_factor)
+    return report(limits, rows, large_photos, sample_paths, args.set, args.handler_setting)
+
+
+def mean_rate(measured: Sequence[Limit]) -> float:
+    return sum(m.photos_per_second for m in measured) / len(measured)
+
+
+def eighth_scale_decode_ms(jpegs: Sequence[bytes], rounds: int) -> float:
+    """The decode floor of a large JPEG: the handler's decode at 1/8 scale, the smallest libjpeg offers
+    (entropy decoding is serial and does not shrink with the scale), median over photos and rounds."""
+    from image_decoding import decode_image
+
+    return statistics.median(median_ms(lambda j=jpeg: decode_image(j, min_side=1), rounds) for jpeg in jpegs)
+
+
+@dataclass(frozen=True)
+class LargePhotos:
+    latency: Dict[str, float]  # served p50 ms of the 12 MP and 600x400 JPEGs; empty with --only-ours
+    tradeoffs: Sequence[DraftTradeoff]
+    small_ms: float  # the 600x400 photos' whole path in process, one thread
+    floor_ms: float  # eighth_scale_decode_ms of the 12 MP photos
+    default_factor: int
 
 
 def warm_up(client: TorchServeClient, model: str, shots: Sequence[Shot], seconds: float) -> None:
@@ -205,60 +262,97 @@ def warm_up(client: TorchServeClient, model: str, shots: Sequence[Shot], seconds
 
 
 def report(
-    limits: Sequence[float],
+    limits: Dict[str, List[Limit]],
     rows: Sequence[Row],
-    large: dict,
-    tradeoffs: Sequence[DraftTradeoff],
-    small_ms: float,
-    default_factor: int,
+    large_photos: LargePhotos,
     photos: Sequence[Path],
     settings: Sequence[Tuple[str, str]] = (),
+    handler_settings: Sequence[Tuple[str, object]] = (),
 ) -> List[str]:
     cores = os.cpu_count() or 1
-    limit = sum(limits) / len(limits)
     lines = [
         f"Machine: {cores} cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}; photos: {', '.join(p.name for p in photos)}.",
         "",
-        f"(a) in-process limit: {limit:.1f} photos/s on average ({limit / cores:.1f} per core x {cores} cores); "
-        f"measured {', '.join(f'{x:.1f}' for x in limits)}: before our first row and after each",
+    ]
+    changed = [f"`{k}={v}`" for k, v in settings] + [f"`handler.{k}: {v}`" for k, v in handler_settings]
+    if changed:  # a lever being measured: the run is not the project's defaults
+        lines += ["Changed for our servers in this run: " + ", ".join(changed), ""]
+    lines += [
+        f"(a) in-process limits, photos/s: one thread's rate x {cores} cores, each runtime in a process of its own, "
+        "measured before the first runtime's rows and after each runtime's rows; the stages are ms per photo on "
+        "one thread (classify includes the top-k).",
+        "",
+        "| runtime | (a) photos/s, mean | measured | decode ms | preprocess ms | classify ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, measured in limits.items():
+        stages = {stage: statistics.mean(m.stages[stage] for m in measured) for stage in STAGES}
+        lines.append(
+            f"| {key} | {mean_rate(measured):.1f} | {', '.join(f'{m.photos_per_second:.1f}' for m in measured)} | "
+            + " | ".join(f"{stages[stage]:.1f}" for stage in STAGES)
+            + " |"
+        )
+    lines += [
         "",
         "| setup | clients | photos/s | p50 ms | p99 ms | errors | CPU (% of a core): load generator, "
-        "frontend, workers | vs limit (a) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"frontend, workers | vs its runtime's (a) | vs (a) of {BEFORE} |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    if settings:  # a lever being measured: the run is not the project's defaults
-        lines[1:1] = ["", "Changed for our server in this run: " + ", ".join(f"`{k}={v}`" for k, v in settings)]
     for r in rows:
         setup = r.setup if r.images == 1 else f"{r.setup}, {r.images} photos per request"
+        own = f"{r.rps / r.limit:.2f}" if r.setup != "stock" else ""
         lines.append(
             f"| {setup} | {r.clients} | {r.rps:.1f} | {r.p50_ms:.0f} | {r.p99_ms:.0f} | {r.errors} | "
-            f"{100 * r.client_cpu:.0f}, {100 * r.frontend_cpu:.0f}, {100 * r.workers_cpu:.0f} | {r.rps / r.limit:.2f} |"
+            f"{100 * r.client_cpu:.0f}, {100 * r.frontend_cpu:.0f}, {100 * r.workers_cpu:.0f} | {own} | "
+            f"{r.rps / r.baseline:.2f} |"
         )
-    ours = {r.clients: r for r in rows if r.setup == "ours" and r.images == 1}
-    stock = {r.clients: r for r in rows if r.setup == "stock"}
     lines.append("")
-    for clients in sorted(ours):
-        o, s = ours[clients], stock.get(clients)
-        versus_stock = f"{o.rps / s.rps:.1f}x the stock handler" if s and s.rps else "stock: no answers"
-        if not large:
-            versus_stock = "stock: not measured (--only-ours)"
+    single = [r for r in rows if r.images == 1 and r.setup != "stock"]
+    stock = {r.clients: r for r in rows if r.setup == "stock"}
+    for r in single:
+        versus_stock = f", {r.rps / stock[r.clients].rps:.1f}x the stock handler" if stock.get(r.clients) else ""
         lines.append(
-            f"- {clients} clients: (b)/(a) = {o.rps / o.limit:.2f}, p99/p50 = {o.p99_ms / max(o.p50_ms, 1e-9):.1f}, "
-            f"(b)/(c) = {versus_stock}"
+            f"- {r.setup}, {r.clients} clients: {r.rps / r.baseline:.2f}x the in-process limit of {BEFORE}, "
+            f"{r.rps / r.limit:.2f}x its own runtime's, p99/p50 = {r.p99_ms / max(r.p50_ms, 1e-9):.1f}{versus_stock}"
         )
     for m in (r for r in rows if r.images > 1):
-        single = ours.get(m.clients)
-        versus_single = f", {m.rps / single.rps:.2f}x one photo per request" if single and single.rps else ""
+        alone = next((r for r in single if r.setup == m.setup and r.clients == m.clients), None)
+        versus_single = f", {m.rps / alone.rps:.2f}x one photo per request" if alone and alone.rps else ""
         lines.append(
-            f"- {m.images} photos per request, {m.clients} clients: {m.rps:.1f} photos/s, "
-            f"(b)/(a) = {m.rps / m.limit:.2f}{versus_single}"
+            f"- {m.setup}, {m.images} photos per request, {m.clients} clients: {m.rps:.1f} photos/s, "
+            f"{m.rps / m.limit:.2f}x its runtime's (a){versus_single}"
         )
+    lines += [
+        "",
+        "Where a photo's time goes, 1 client (in process on one thread; served p50 as the client sees it):",
+        "",
+    ]
+    lines += ["| runtime | decode | preprocess | classify | served p50 | the rest: frontend, IPC, queueing |"]
+    lines += ["|---|---|---|---|---|---|"]
+    for r in (r for r in single if r.clients == 1):
+        stages = {stage: statistics.mean(m.stages[stage] for m in limits[r.setup]) for stage in STAGES}
+        rest = r.p50_ms - sum(stages.values())
+        lines.append(
+            f"| {r.setup} | " + " | ".join(f"{stages[stage]:.1f} ms" for stage in STAGES) + f" | {r.p50_ms:.1f} ms | "
+            f"{rest:.1f} ms ({rest / r.p50_ms:.0%}) |"
+        )
+    return lines + large_photo_lines(large_photos, photos)
+
+
+def large_photo_lines(large_photos: LargePhotos, photos: Sequence[Path]) -> List[str]:
+    large, tradeoffs, small_ms = large_photos.latency, large_photos.tradeoffs, large_photos.small_ms
     if not large:  # --only-ours: no large photos, no stock handler
-        return lines
+        return []
+    lines = [""]
     ratio = large["12 MP"] / large["600x400"]
+    floor = large_photos.floor_ms
     lines.append(f"- (d) 12 MP JPEG p50 {large['12 MP']:.0f} ms vs 600x400 p50 {large['600x400']:.0f} ms: {ratio:.2f}x")
-    default = next(t for t in tradeoffs if t.factor == default_factor)
+    lines.append(
+        f"- (d) 12 MP p50 / (decode floor {floor:.0f} ms, at 1/8 scale in process, + the 600x400 p50): "
+        f"{large['12 MP'] / (floor + large['600x400']):.2f}x"
+    )
+    default = next(t for t in tradeoffs if t.factor == large_photos.default_factor)
     for path, (same_top1, difference, margin, answer) in zip(photos, default.agreement, strict=True):
         verdict = "same as" if same_top1 else "differs from"
         lines.append(
@@ -270,8 +364,9 @@ def report(
         f"photos' whole path (decode, preprocess, classify: {small_ms:.0f} ms):"
     )
     for t in tradeoffs:
+        default_mark = " (the default)" if t.factor == large_photos.default_factor else ""
         lines.append(
-            f"  - {t.factor}{' (the default)' if t.factor == default_factor else ''}: decoded at {t.decoded_size} "
+            f"  - {t.factor}{default_mark}: decoded at {t.decoded_size} "
             f"in {t.decode_ms:.0f} ms; whole path {t.handle_ms:.0f} ms ({t.handle_ms / small_ms:.1f}x); "
             f"probabilities within {t.difference:.4f} of a full-resolution decode, same top-1 for "
             f"{t.same_top1} of {len(t.agreement)}"
@@ -284,6 +379,11 @@ def server_setting(text: str) -> Tuple[str, str]:
     if not equals or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key.strip(), value.strip()
+
+
+def handler_setting(text: str) -> Tuple[str, object]:
+    key, value = server_setting(text)
+    return key, yaml.safe_load(value)  # true, 2, onnxruntime: as model-config.yaml would hold them
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -326,6 +426,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only-ours", action="store_true", help="skip the stock handler (c) and the large photos (d): a quick run"
+    )
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        choices=list(ARCHIVES),
+        default=list(ARCHIVES),
+        help="the runtimes whose archives are served, the first as the default (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--handler-setting",
+        type=handler_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a handler setting of the archives' model-config.yaml, e.g. keep_freed_buffers=false (repeatable)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")

@@ -1,8 +1,19 @@
-"""The machine's limit: the handler's own decode, preprocess and classify path, in process, on one thread."""
+"""The machine's limit: the handler's own decode, preprocess and classify path, in process, on one thread.
 
+Each runtime's limit is measured in a process of its own (`python -m benchmarks.in_process`), as a worker
+has one: what a handler switches for its whole process (oneDNN fusion, glibc's malloc thresholds) must not
+carry over from one measurement to the next.
+"""
+
+import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
 import time
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
@@ -15,13 +26,26 @@ for folder in ("handler", "tests"):
     if str(REPO_ROOT / folder) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT / folder))
 
+STAGES = ("decode", "preprocess", "classify")
+
+
+def extract_archive(mar: Path, destination: Path) -> Path:
+    """Unpack a .mar as TorchServe does for a worker; returns the path of its .pt."""
+    with zipfile.ZipFile(mar) as archive:
+        archive.extractall(destination)
+        manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
+    return destination / manifest["model"]["serializedFile"]
+
 
 def load_handler(pt_path: Path, handler_overrides: Dict[str, Any] | None = None) -> Any:
-    """A ClassifierHandler initialized as a worker would be, from the archived model-config.yaml."""
+    """A ClassifierHandler initialized as a worker would be: from the model-config.yaml beside the .pt (an
+    unpacked archive), or else from handler/model-config.yaml."""
     from classifier_handler import ClassifierHandler
     from fake_context import FakeContext
 
-    config = yaml.safe_load((REPO_ROOT / "handler" / "model-config.yaml").read_text())
+    beside = pt_path.parent / "model-config.yaml"
+    config_path = beside if beside.exists() else REPO_ROOT / "handler" / "model-config.yaml"
+    config = yaml.safe_load(config_path.read_text())
     config["handler"] = {**config.get("handler", {}), **(handler_overrides or {})}
     context = FakeContext(pt_path.parent, pt_path.name, config)
     handler = ClassifierHandler()
@@ -29,10 +53,8 @@ def load_handler(pt_path: Path, handler_overrides: Dict[str, Any] | None = None)
     return handler, context
 
 
-def photos_per_second_per_core(pt_path: Path, photos: Sequence[bytes], seconds: float) -> float:
+def photos_per_second_per_core(handler: Any, context: Any, photos: Sequence[bytes], seconds: float) -> float:
     """Photos a second on one thread, each decoded, preprocessed and classified alone, as one request."""
-    handler, context = load_handler(pt_path, {"threads_per_worker": 1})
-    assert torch.get_num_threads() == 1
     requests = [[{"body": bytearray(photo)}] for photo in photos]
     context.with_requests([{"Content-Type": "application/octet-stream"}])
     for request in requests:  # warm-up: the first calls profile and optimize the TorchScript graph
@@ -45,6 +67,63 @@ def photos_per_second_per_core(pt_path: Path, photos: Sequence[bytes], seconds: 
     return done / (time.perf_counter() - start)
 
 
-def machine_limit(pt_path: Path, photos: Sequence[bytes], seconds: float) -> float:
-    """Photos a second the whole machine could classify: one core's rate times the cores."""
-    return photos_per_second_per_core(pt_path, photos, seconds) * (os.cpu_count() or 1)
+def stage_ms(handler: Any, photos: Sequence[bytes], rounds: int = 5) -> Dict[str, float]:
+    """Milliseconds per photo of each stage of the handler's path, on one thread: the median over `rounds`
+    of each photo, averaged over the photos. "classify" includes the top-k, as the handler's PredictTime."""
+    from image_decoding import decode_image
+
+    per_photo: Dict[str, list] = {stage: [] for stage in STAGES}
+    for photo in photos:
+        times: Dict[str, list] = {stage: [] for stage in STAGES}
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            image = decode_image(photo, handler.settings.max_image_pixels, handler.decode_min_side)
+            t1 = time.perf_counter()
+            crop = handler.model.preprocess(image)
+            t2 = time.perf_counter()
+            handler.classify(crop.unsqueeze(0)).topk(handler.topk, dim=1)
+            t3 = time.perf_counter()
+            for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                times[stage].append(seconds * 1000)
+        for stage in STAGES:
+            per_photo[stage].append(statistics.median(times[stage]))
+    return {stage: statistics.mean(values) for stage, values in per_photo.items()}
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One runtime's in-process limit, measured in a process of its own."""
+
+    photos_per_second: float  # one thread's rate times the machine's cores
+    stages: Dict[str, float]  # stage_ms
+
+
+def machine_limit(pt_path: Path, seconds: float, handler_overrides: Dict[str, Any] | None = None) -> Limit:
+    """Photos a second the whole machine could classify (one core's rate times the cores), and the stages."""
+    command = [sys.executable, "-m", "benchmarks.in_process", str(pt_path), "--seconds", str(seconds)]
+    command += ["--handler-settings", json.dumps(handler_overrides or {})]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"in-process measurement failed: {result.stderr.strip().splitlines()[-1:]}")
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    return Limit(measured["per_core"] * (os.cpu_count() or 1), measured["stages"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from mar_builder.server.load import photo_shots
+
+    parser = argparse.ArgumentParser(description="one thread's photos/s and stage times, printed as JSON")
+    parser.add_argument("pt", type=Path, help="the .pt of an unpacked archive (its model-config.yaml beside it)")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--handler-settings", type=json.loads, default={}, help="JSON object of handler overrides")
+    args = parser.parse_args(argv)
+    handler, context = load_handler(args.pt, {**args.handler_settings, "threads_per_worker": 1})
+    assert torch.get_num_threads() == 1
+    photos = [shot.body for shot in photo_shots()]
+    per_core = photos_per_second_per_core(handler, context, photos, args.seconds)
+    print(json.dumps({"per_core": per_core, "stages": stage_ms(handler, photos), "runtime": handler.classify.name}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from typing import Any, Dict, List, Sequence
 
 import kserve_protocol
 import torch
+from classify_runtime import TORCHSCRIPT, Classify, load_classify
 from handler_metrics import HandlerMetrics
 from handler_settings import HandlerSettings
 from image_decoding import decode_image
+from malloc_tuning import keep_freed_buffers
 from repeated_parts import keep_repeated_parts
 from request_errors import RequestError, status_phrase
 from request_payload import RequestImages, request_images
@@ -21,19 +24,25 @@ logger = logging.getLogger(__name__)
 JSON_CONTENT_TYPE = "application/json"
 # A list request where some images were refused: each slot of the answer has its own code.
 PARTLY_REFUSED = 207
+# Warm-up before the first request: an image of this size through preprocess, then classify at each
+# batch size the worker will use, this many times (TorchScript's profiling executor optimizes a graph
+# on its second call, oneDNN fusion on the third: 0.3-0.6 s in all).
+WARM_UP_IMAGE_SIZE = (3, 320, 320)
+WARM_UP_CALLS = 3
 
 
 class ClassifierHandler:
-    """Loads the exported .pt once; all preprocessing and the softmax live inside it."""
+    """Loads the exported .pt once; all preprocessing and the softmax live inside it. `classify` runs in the
+    archive's runtime: the .pt itself, or its export classify.onnx in ONNX Runtime."""
 
     def __init__(self) -> None:
         self.model: torch.jit.ScriptModule | None = None
+        self.classify: Classify | None = None
         self.device = torch.device("cpu")
         self.settings = HandlerSettings()
         self.class_names: List[str] = []
         self.topk = 1
         self.decode_min_side: int | None = None
-        self.memory_format = torch.contiguous_format
         self.kserve_envelope: str | None = None  # "v1"/"v2" when TorchServe runs behind KServe's envelope
         self.initialized = False
 
@@ -42,12 +51,14 @@ class ClassifierHandler:
         model_config = getattr(context, "model_yaml_config", None) or {}
         self.settings = HandlerSettings.from_model_config(model_config)
         keep_repeated_parts()  # -F image=@a.jpg -F image=@b.jpg: TorchServe would keep only b.jpg
+        malloc = keep_freed_buffers() if self.settings.keep_freed_buffers else "malloc: left as it is"
         threads = self.settings.torch_threads(int(model_config.get("minWorkers", 1)))
         torch.set_num_threads(threads)
         gpu_id = properties.get("gpu_id")
         if gpu_id is not None and torch.cuda.is_available():
             self.device = torch.device(f"cuda:{gpu_id}")
-        model_path = os.path.join(properties["model_dir"], context.manifest["model"]["serializedFile"])
+        model_dir = properties["model_dir"]
+        model_path = os.path.join(model_dir, context.manifest["model"]["serializedFile"])
         with warnings.catch_warnings():
             # TorchScript (load, freeze) is deprecated upstream but supported in the pinned torch; it is our format.
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
@@ -57,21 +68,41 @@ class ClassifierHandler:
                 kept = ["preprocess", "classify", "class_names", "resize_size"]
                 model = torch.jit.freeze(model, preserved_attrs=kept)
         self.model = model
+        memory_format = torch.channels_last if self.settings.channels_last else torch.contiguous_format
+        self.classify = load_classify(self.settings.runtime, model_dir, model, self.device, threads, memory_format)
+        # A process-wide switch of TorchScript's executor (the worker runs nothing else). oneDNN's graph fuser
+        # is meant for frozen graphs on the CPU: on an unfrozen Predictor it fails ("bad optional access").
+        frozen_on_cpu = self.classify.name == TORCHSCRIPT and self.device.type == "cpu" and self.settings.freeze
+        torch.jit.enable_onednn_fusion(frozen_on_cpu and self.settings.onednn_fusion)
         self.class_names = list(self.model.class_names)
         self.topk = min(self.settings.topk, len(self.class_names))
         factor = self.settings.jpeg_draft_factor
         self.decode_min_side = factor * int(self.model.resize_size) if factor else None
-        self.memory_format = torch.channels_last if self.settings.channels_last else torch.contiguous_format
         self.kserve_envelope = kserve_protocol.bypass_envelopes()
+        warm_up_s = self._warm_up()
         self.initialized = True
         logger.info(
-            "loaded %s: %d classes, top-%d, %d torch threads, device %s",
+            "loaded %s: %d classes, top-%d, classify in %s, %d threads, device %s, warm-up %.2f s; %s",
             model_path,
             len(self.class_names),
             self.topk,
+            self.classify.name,
             threads,
             self.device,
+            warm_up_s,
+            malloc,
         )
+
+    def _warm_up(self) -> float:
+        """Run preprocess and classify on a blank image before the first request; returns the seconds taken."""
+        assert self.model is not None and self.classify is not None
+        start = time.perf_counter()
+        crop = self.model.preprocess(torch.zeros(WARM_UP_IMAGE_SIZE, dtype=torch.uint8, device=self.device))
+        for size in sorted({1, self.settings.classify_batch_size or 1}):
+            batch = torch.stack([crop] * size)
+            for _ in range(WARM_UP_CALLS):
+                self.classify(batch)
+        return time.perf_counter() - start
 
     def handle(self, data: List[Dict[str, Any]], context: Any) -> List[Any]:
         """Answer every request of the batch; the images of all its requests are classified together.
@@ -132,7 +163,7 @@ class ClassifierHandler:
         its request in TorchServe's batch (for metrics). Returns, per image, its top-k
         `{label: probability}` (most likely first) or the RequestError that refused it.
         """
-        assert self.model is not None, "initialize() must run before classify_images()"
+        assert self.model is not None and self.classify is not None, "initialize() must run before classify_images()"
         answers: List[Dict[str, float] | RequestError] = list(images)  # type: ignore[arg-type]
         crops, positions = [], []
         for position, (image, idx) in enumerate(zip(images, owners)):
@@ -153,16 +184,11 @@ class ClassifierHandler:
             with metrics.predicting():
                 parts = []
                 for start in range(0, len(crops), chunk):
-                    batch = torch.stack(crops[start : start + chunk])
-                    if batch.dim() == 4:  # images; a wrapped classifier's preprocess gives probability rows
-                        batch = batch.contiguous(memory_format=self.memory_format)
-                    parts.append(self.model.classify(batch).cpu())
+                    parts.append(self.classify(torch.stack(crops[start : start + chunk])))
                 probabilities = torch.cat(parts)
                 top_p, top_i = probabilities.topk(self.topk, dim=1)
             for row, position in enumerate(positions):
-                answers[position] = {
-                    self.class_names[i]: p for p, i in zip(top_p[row].tolist(), top_i[row].tolist())
-                }
+                answers[position] = {self.class_names[i]: p for p, i in zip(top_p[row].tolist(), top_i[row].tolist())}
         return answers
 
     def _respond(self, context: Any, idx: int, answers: List[Dict[str, float] | RequestError], listed: bool) -> Any:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from classify_runtime import RUNTIMES, TORCHSCRIPT
 from image_decoding import DEFAULT_MAX_PIXELS
 
 
@@ -25,18 +26,28 @@ class HandlerSettings:
     # size; 0 decodes every JPEG at full resolution. 4 keeps a 12 MP photo's probabilities within
     # 0.02 of a full decode; 2 is faster but moves them by up to 0.027 (make bench measures both).
     jpeg_draft_factor: int = 4
-    freeze: bool = True  # torch.jit.freeze the loaded model: folds batch norms and weights into the graph
-    channels_last: bool = True  # run the network on NHWC batches, faster for convolutions on the CPU
+    # What runs `classify`: the .pt ("torchscript") or classify.onnx ("onnxruntime"). Written by
+    # `build --runtime`; an archive without the setting predates classify.onnx and holds only the .pt.
+    runtime: str = TORCHSCRIPT
+    # For the .pt: torch.jit.freeze it (folds batch norms and weights into the graph), run the network on
+    # NHWC batches, and let oneDNN fuse convolutions with what follows them on the CPU (0.5-0.9x the time).
+    freeze: bool = True
+    channels_last: bool = True
+    onednn_fusion: bool = True
+    # Keep large freed buffers in the worker rather than returning them to the OS after each forward pass
+    # (see malloc_tuning.py); MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ in the environment win.
+    keep_freed_buffers: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            expected = bool if f.type in (bool, "bool") else int
+            expected = {"bool": bool, "str": str}.get(str(f.type), int)
             # bool is a subclass of int: `topk: true` must not pass as 1.
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ValueError(
-                    f"handler.{f.name} must be {'true or false' if expected is bool else 'an integer'}, got {value!r}"
-                )
+                kind = {bool: "true or false", str: "a string"}.get(expected, "an integer")
+                raise ValueError(f"handler.{f.name} must be {kind}, got {value!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"handler.runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         for name in ("topk", "max_image_pixels", "max_images_per_request"):
             if getattr(self, name) < 1:
                 raise ValueError(f"handler.{name} must be >= 1, got {getattr(self, name)}")

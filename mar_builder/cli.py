@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Sequence
 
 from .build.model_flags import add_model_flags, pt_class_names, user_model_from_args
+from .build.runtimes import DEFAULT_RUNTIME, ONNXRUNTIME, RUNTIMES, TORCHSCRIPT
 from .constants import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, DEFAULT_TOPK, REPO_ROOT
 from .deploy.command import add_deploy_parser, run_deploy
 from .errors import ExportError, ServeError, SettingsError, first_line
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--version", default=DEFAULT_MODEL_VERSION, help="model version (default: %(default)s)")
     build.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="labels per answer (default: %(default)s)")
     build.add_argument("--model-store", type=Path, default=REPO_ROOT / "model_store", help="(default: %(default)s)")
+    build.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help=f"what runs the network in the workers: {ONNXRUNTIME} (the .pt's classify exported to classify.onnx, "
+        f"packed beside the .pt) or {TORCHSCRIPT} (the .pt alone). Default: {DEFAULT_RUNTIME}, falling back to "
+        f"{TORCHSCRIPT} with a log line when a model cannot be exported to it",
+    )
     for sub in (export, build):
         add_model_flags(sub)
         sub.add_argument("--verbose", action="store_true", help="show tracebacks")
@@ -141,12 +149,17 @@ def run(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise SettingsError(f"--topk must be at least 1, got {args.topk}")
     from .build.archive import pack_archive
+    from .build.onnx_export import runtime_files, runtime_requirement
 
     with tempfile.TemporaryDirectory(prefix="mar_builder-") as tmp:
         pt_path = Path(tmp) / f"{args.name}.pt"
         write_pt(args, pt_path)
-        target = pack_archive(pt_path, args.name, args.version, args.model_store, args.topk)
-    logger.info("wrote %s (%.1f MB)", target, target.stat().st_size / 1e6)
+        runtime, runtime_file = runtime_files(args.runtime, pt_path, Path(tmp))
+        requirement = runtime_requirement(runtime)
+        target = pack_archive(
+            pt_path, args.name, args.version, args.model_store, args.topk, runtime, runtime_file, requirement
+        )
+    logger.info("wrote %s (%.1f MB), classify in %s", target, target.stat().st_size / 1e6, runtime)
     return 0
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from ..constants import REPO_ROOT
 from ..errors import ExportError
+from .runtimes import TORCHSCRIPT
 
 HANDLER_DIR = REPO_ROOT / "handler"
 HANDLER_FILE = "classifier_handler.py"
@@ -25,10 +26,12 @@ def handler_extra_files(handler_dir: Path = HANDLER_DIR) -> List[Path]:
     return sorted(p for p in handler_dir.glob("*.py") if p.name != HANDLER_FILE)
 
 
-def write_model_config(destination: Path, topk: int, template: Path = HANDLER_DIR / MODEL_CONFIG_FILE) -> None:
+def write_model_config(
+    destination: Path, topk: int, runtime: str, template: Path = HANDLER_DIR / MODEL_CONFIG_FILE
+) -> None:
     """The archived model-config.yaml: the template with this build's handler settings."""
     config = yaml.safe_load(template.read_text())
-    config.setdefault("handler", {})["topk"] = topk
+    config.setdefault("handler", {}).update(topk=topk, runtime=runtime)
     header = "# Written by build_mar.sh from handler/model-config.yaml; see the comments there.\n"
     destination.write_text(header + yaml.safe_dump(config, sort_keys=False))
 
@@ -43,12 +46,28 @@ def archiver_command() -> List[str]:
     return [found]
 
 
-def pack_archive(pt_path: Path, name: str, version: str, model_store: Path, topk: int) -> Path:
-    """Write model_store/<name>.mar, replacing an older one only once the new one is complete."""
+def pack_archive(
+    pt_path: Path,
+    name: str,
+    version: str,
+    model_store: Path,
+    topk: int,
+    runtime: str = TORCHSCRIPT,
+    runtime_file: Path | None = None,
+    requirement: str | None = None,
+) -> Path:
+    """Write model_store/<name>.mar, replacing an older one only once the new one is complete.
+
+    The archive holds the .pt, the handler, model-config.yaml (whose handler.runtime says what runs
+    `classify`), `runtime_file` (classify.onnx) beside the .pt, and a requirements.txt holding
+    `requirement` (the runtime's pip package): TorchServe installs it per model when
+    install_py_dep_per_model is true.
+    """
     model_store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=model_store) as tmp:
         config = Path(tmp) / MODEL_CONFIG_FILE
-        write_model_config(config, topk)
+        write_model_config(config, topk, runtime)
+        extra_files = handler_extra_files() + ([runtime_file] if runtime_file is not None else [])
         command = archiver_command() + [
             "--model-name",
             name,
@@ -59,13 +78,17 @@ def pack_archive(pt_path: Path, name: str, version: str, model_store: Path, topk
             "--handler",
             str(HANDLER_DIR / HANDLER_FILE),
             "--extra-files",
-            ",".join(str(p) for p in handler_extra_files()),
+            ",".join(str(p) for p in extra_files),
             "--config-file",
             str(config),
             "--export-path",
             tmp,
             "--force",
         ]
+        if requirement is not None:
+            requirements = Path(tmp) / "requirements.txt"
+            requirements.write_text(requirement + "\n")
+            command += ["--requirements-file", str(requirements)]
         # torch-model-archiver stages the files in $TMPDIR/<name>/ and deletes that folder first, so two
         # builds of one name would delete each other's files: give each build a staging folder of its own.
         staging = Path(tmp) / "staging"

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from ..errors import ValidationError
 from .in_process import InProcessModels, eager_network, exif_rotates, load_pt, read_photo, top
-from .mar_files import extract_member, read_manifest
+from .mar_files import archive_runtime, extract_member, read_manifest
 from .metrics import REPORTED_TOPK, PhotoAnswers, summarize
 from .photos import BadPhoto, LabelledPhoto, photos_from_csv, photos_from_folder, split_by_label
 from .report import results_text, run_description, write_html, write_summary
@@ -66,8 +66,8 @@ def run_validate(args: argparse.Namespace) -> int:
         str(args.data) + (f" with {args.labels_csv} ({args.label_column})" if args.labels_csv else ""),
         eager_source,
         f"a TorchServe on free loopback ports serving a copy of the archive whose model-config.yaml sets handler "
-        f"topk to all {len(settings.class_names)} classes (the user's archive is unchanged), each photo's bytes sent "
-        "as application/octet-stream",
+        f"topk to all {len(settings.class_names)} classes (the user's archive is unchanged), classify in "
+        f"{archive_runtime(args.mar, manifest)}, each photo's bytes sent as application/octet-stream",
         f"resize {settings.resize_size}, crop {settings.crop_size}, "
         f"mean {list(settings.mean)}, std {list(settings.std)}",
     )

@@ -4,6 +4,7 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Dict
 
 import yaml
 
@@ -36,6 +37,16 @@ def read_manifest(mar: Path) -> MarManifest:
     return MarManifest(model.get("modelName") or mar.stem, serialized, model.get("configFile"))
 
 
+def archive_runtime(mar: Path, manifest: MarManifest) -> str:
+    """What runs `classify` in the archive's workers: handler.runtime of its model-config.yaml; an archive
+    without one (built before classify.onnx existed) runs the .pt, "torchscript"."""
+    config = {}
+    if manifest.config_file:
+        with zipfile.ZipFile(mar) as z:
+            config = yaml.safe_load(z.read(manifest.config_file)) or {}
+    return str((config.get("handler") or {}).get("runtime", "torchscript"))
+
+
 def extract_member(mar: Path, member: str, destination: Path) -> Path:
     """Copy one file of the archive to `destination` (a folder); returns its path."""
     target = destination / Path(member).name
@@ -46,10 +57,16 @@ def extract_member(mar: Path, member: str, destination: Path) -> Path:
 
 
 def copy_answering_all_classes(mar: Path, manifest: MarManifest, topk: int, destination: Path) -> Path:
-    """`destination`/<model name>.mar: the archive unchanged except that its handler answers `topk` labels.
+    """`destination`/<model name>.mar: the archive unchanged except that its handler answers `topk` labels."""
+    return copy_with_handler_settings(mar, manifest, {"topk": topk}, destination)
+
+
+def copy_with_handler_settings(mar: Path, manifest: MarManifest, settings: Dict[str, Any], destination: Path) -> Path:
+    """`destination`/<model name>.mar: the archive unchanged except for these settings of its handler
+    (the `handler:` section of model-config.yaml).
 
     The user's archive is not touched. An archive without a model-config.yaml gets one holding only
-    `handler: {topk: ...}`, and its manifest then names it.
+    the `handler:` settings, and its manifest then names it.
     """
     target = destination / f"{manifest.model_name}.mar"
     config_name = manifest.config_file or "model-config.yaml"
@@ -58,7 +75,7 @@ def copy_answering_all_classes(mar: Path, manifest: MarManifest, topk: int, dest
         if manifest.config_file:
             config = yaml.safe_load(source.read(manifest.config_file)) or {}
         config.setdefault("handler", {})
-        config["handler"] = dict(config["handler"] or {}, topk=topk)
+        config["handler"] = dict(config["handler"] or {}, **settings)
         for item in source.infolist():
             if item.filename == config_name:
                 continue

@@ -1,0 +1,125 @@
+"""classify.onnx: the verified .pt's `classify` (network and softmax) for ONNX Runtime, with a dynamic batch axis."""
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Tuple
+
+import torch
+from torch import nn
+
+from ..errors import ExportError, SettingsError, first_line
+from .export import random_images, staged_file, torchscript_deprecation_acknowledged
+from .runtimes import DEFAULT_RUNTIME, ONNX_FILE, TORCHSCRIPT
+
+logger = logging.getLogger(__name__)
+
+# ONNX Runtime 1.32 runs opsets up to 23; 18 is the newest the TorchScript-based exporter writes.
+ONNX_OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+
+
+class _Classify(nn.Module):
+    """The loaded .pt's `classify` as a module's forward, which is what the exporter converts."""
+
+    def __init__(self, predictor: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.predictor.classify(batch)
+
+
+def runtime_files(requested: str | None, pt_path: Path, folder: Path) -> Tuple[str, Path | None]:
+    """The archive's runtime and the file it needs beside the .pt (None for the .pt alone).
+
+    `requested` is --runtime, or None for the default. When the default cannot be had (a module served
+    through its own forward, an export that fails or differs), the archive falls back to the .pt with
+    one log line; when it was asked for, that raises SettingsError or ExportError instead.
+    """
+    runtime = requested or DEFAULT_RUNTIME
+    if runtime == TORCHSCRIPT:
+        return runtime, None
+    with torchscript_deprecation_acknowledged():
+        predictor = torch.jit.load(str(pt_path), map_location="cpu").eval()
+    if not hasattr(predictor, "crop_size"):
+        # A wrapped classifier (scripted_classifier.ForwardAdapter) runs its whole forward in preprocess.
+        why = "a classifier served through its own forward runs in TorchScript"
+        if requested:
+            raise SettingsError(f"--runtime {runtime}: {why}; use --rebuild to export it as this tool's Predictor")
+        logger.info("runtime: torchscript (%s)", why)
+        return TORCHSCRIPT, None
+    try:
+        onnx_path = export_onnx(predictor, folder / ONNX_FILE)
+    except ExportError as e:
+        if requested:
+            raise
+        logger.warning("runtime: torchscript, since ONNX Runtime cannot have it: %s", first_line(e))
+        return TORCHSCRIPT, None
+    return runtime, onnx_path
+
+
+def export_onnx(predictor: torch.jit.ScriptModule, output: Path) -> Path:
+    """Write `predictor.classify` as ONNX to `output` and check it in ONNX Runtime; raises ExportError.
+
+    The graph takes float32 images (N, 3, crop, crop), N of any size, named "images", and gives float32
+    probabilities (N, classes), named "probabilities". `output` is written only once the check passes.
+    """
+    try:
+        import onnxruntime  # noqa: F401  (checked first: without it the export could not be verified)
+    except ImportError:
+        raise ExportError("--runtime onnxruntime needs onnxruntime: run `make venv`") from None
+    crop = int(predictor.crop_size)
+    logger.info("exporting classify to %s (ONNX opset %d) and checking it in ONNX Runtime", ONNX_FILE, ONNX_OPSET)
+    with staged_file(output) as tmp:
+        try:
+            # The TorchScript-based exporter converts exactly the graph that the .pt's checks passed, for every
+            # .pt this tool writes (a scripted or traced network, a --pt Predictor with no eager module left),
+            # in about 1 s. The torch.export-based one needs the eager module and took 14 s on the default.
+            with torchscript_deprecation_acknowledged(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # its own deprecation notice and constant-folding remarks
+                torch.onnx.export(
+                    torch.jit.script(_Classify(predictor)),
+                    (torch.zeros(2, 3, crop, crop),),
+                    str(tmp),
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    opset_version=ONNX_OPSET,
+                    dynamo=False,
+                )
+        except Exception as e:  # the exporter raises many types for operators it cannot convert
+            raise ExportError(f"classify could not be exported to ONNX: {type(e).__name__}: {first_line(e)}") from e
+        verify_onnx(tmp, predictor)
+    return output
+
+
+def verify_onnx(path: Path, predictor: torch.jit.ScriptModule, atol: float = 1e-5) -> None:
+    """ONNX Runtime on `path` against the .pt's classify, on export.random_images preprocessed by the .pt:
+    one at a time and all in one batch. Raises ExportError."""
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ExportError(f"ONNX Runtime cannot load the exported classify: {first_line(e)}") from e
+    with torch.no_grad():
+        crops = torch.stack([predictor.preprocess(image) for image in random_images()])
+        for batch in [crops[i : i + 1] for i in range(len(crops))] + [crops]:
+            expected = predictor.classify(batch)
+            try:
+                (got,) = session.run(None, {INPUT_NAME: batch.numpy()})
+                torch.testing.assert_close(torch.from_numpy(got), expected, atol=atol, rtol=1e-4)
+            except Exception as e:
+                raise ExportError(
+                    f"ONNX Runtime's classify differs from the .pt's on a batch of {len(batch)}: {first_line(e)}"
+                ) from e
+
+
+def runtime_requirement(runtime: str) -> str | None:
+    """The pip requirement a worker needs for `runtime`, as installed here (None for the .pt alone)."""
+    if runtime == TORCHSCRIPT:
+        return None
+    from importlib.metadata import version
+
+    return f"{runtime}=={version(runtime)}"

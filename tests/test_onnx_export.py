@@ -1,0 +1,112 @@
+"""classify.onnx: exported from the verified .pt, checked in ONNX Runtime, and the archive's runtime choice."""
+
+import logging
+import zipfile
+
+import classify_runtime
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+import yaml
+from conftest import TinyCNN, class_names
+from torch import nn
+
+from mar_builder.build import onnx_export, runtimes
+from mar_builder.build.export import export_predictor, random_images
+from mar_builder.build.onnx_export import export_onnx, runtime_files, verify_onnx
+from mar_builder.build.predictor import Predictor
+from mar_builder.build.scripted_classifier import export_adapter
+from mar_builder.cli import main
+from mar_builder.errors import ExportError, SettingsError
+
+
+def load(path):
+    return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def test_the_build_side_and_the_handler_use_the_same_names():
+    assert set(runtimes.RUNTIMES) == set(classify_runtime.RUNTIMES)
+    assert (runtimes.TORCHSCRIPT, runtimes.ONNXRUNTIME) == (classify_runtime.TORCHSCRIPT, classify_runtime.ONNXRUNTIME)
+    assert runtimes.ONNX_FILE == classify_runtime.ONNX_FILE
+
+
+def test_the_onnx_file_equals_the_pt_classify_at_any_batch_size(tiny_pt, tmp_path):
+    predictor = load(tiny_pt)
+    path = export_onnx(predictor, tmp_path / "classify.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (given,) = session.get_inputs()
+    assert given.name == "images" and given.shape[1:] == [3, 224, 224] and isinstance(given.shape[0], str)
+    crops = torch.stack([predictor.preprocess(image) for image in random_images()] * 2)  # 8 images
+    for size in (1, 3, 8):
+        (got,) = session.run(None, {"images": crops[:size].numpy()})
+        expected = predictor.classify(crops[:size])
+        assert got.shape == (size, 5) and np.allclose(got, expected.numpy(), atol=1e-5)
+        assert np.allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_an_onnx_file_that_differs_from_the_pt_is_refused(tiny_pt, tmp_path):
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    export_predictor(Predictor(TinyCNN(5), class_names(5)), other)  # same shape, other weights
+    path = export_onnx(load(other), tmp_path / "other.onnx")
+    with pytest.raises(ExportError, match="ONNX Runtime's classify differs from the .pt's on a batch of 1"):
+        verify_onnx(path, load(tiny_pt))
+
+
+def test_a_failed_export_writes_nothing(tiny_pt, tmp_path, monkeypatch):
+    def unconvertible(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::weird' to ONNX opset version 18 is not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", unconvertible)
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match="classify could not be exported to ONNX: RuntimeError: Exporting"):
+        export_onnx(load(tiny_pt), out / "classify.onnx")
+    assert list(out.iterdir()) == []
+
+
+def test_the_default_runtime_falls_back_to_the_pt_with_one_warning(tiny_pt, tmp_path, monkeypatch, caplog):
+    def fails(predictor, output):
+        raise ExportError("classify could not be exported to ONNX: RuntimeError: no")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fails)
+    with caplog.at_level(logging.INFO):
+        assert runtime_files(None, tiny_pt, tmp_path) == ("torchscript", None)
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage() == (
+        "runtime: torchscript, since ONNX Runtime cannot have it: classify could not be exported to ONNX: RuntimeError: no"
+    )
+    with pytest.raises(ExportError, match="could not be exported"):
+        runtime_files("onnxruntime", tiny_pt, tmp_path)
+
+
+def test_a_classifier_served_through_its_own_forward_runs_in_torchscript(tmp_path, caplog):
+    class Probabilities(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(x.mean(dim=(2, 3)), dim=1)
+
+    pt = tmp_path / "adapter.pt"
+    export_adapter(torch.jit.script(Probabilities()), ["r", "g", "b"], pt)
+    with caplog.at_level(logging.INFO):
+        assert runtime_files(None, pt, tmp_path) == ("torchscript", None)
+    assert "runtime: torchscript (a classifier served through its own forward runs in TorchScript)" in caplog.text
+    with pytest.raises(SettingsError, match="--runtime onnxruntime: a classifier served through its own forward"):
+        runtime_files("onnxruntime", pt, tmp_path)
+    assert runtime_files("torchscript", pt, tmp_path) == ("torchscript", None)
+
+
+@pytest.mark.parametrize("flag, runtime", [([], "onnxruntime"), (["--runtime", "torchscript"], "torchscript")])
+def test_the_archive_records_its_runtime_and_carries_what_it_needs(tiny_pt, tmp_path, capsys, flag, runtime):
+    store = tmp_path / "store"
+    assert main(["build", "--pt", str(tiny_pt), "--name", "tiny", "--model-store", str(store), *flag]) == 0
+    with zipfile.ZipFile(store / "tiny.mar") as archive:
+        names = set(archive.namelist())
+        config = yaml.safe_load(archive.read("model-config.yaml"))
+        requirements = archive.read("requirements.txt").decode() if "requirements.txt" in names else None
+        manifest = yaml.safe_load(archive.read("MAR-INF/MANIFEST.json"))
+    assert config["handler"]["runtime"] == runtime
+    if runtime == "onnxruntime":
+        assert "classify.onnx" in names and manifest["model"]["requirementsFile"] == "requirements.txt"
+        assert requirements == f"onnxruntime=={onnxruntime.__version__}\n"
+    else:
+        assert "classify.onnx" not in names and requirements is None
