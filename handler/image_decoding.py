@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import logging
 import re
 import struct
 import warnings
@@ -11,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from request_errors import ImageTooLarge, InvalidImage
+
+logger = logging.getLogger(__name__)
 
 # Formats decoded; restricting Pillow to them keeps decoders such as EPS (Ghostscript) unreachable.
 # Pillow's JPEG opener also returns the multi-picture JPEGs (format "MPO") that phone cameras write.
@@ -24,6 +28,16 @@ JPEG_END = b"\xff\xd9"  # the end-of-image marker
 # Bytes that are not a marker (no FF) and decode to varied coefficients when read as scan data; the
 # first bits are ones, where a missing end marker leaves libjpeg zeros.
 JPEG_FILLER = b"\xfe" + bytes(range(0x11, 0xF1))
+# The EXIF orientation (2-8) as the numpy transform of an (H, W, C) array that ImageOps.exif_transpose does.
+ORIENTATIONS = {
+    2: lambda a: a[:, ::-1],  # FLIP_LEFT_RIGHT
+    3: lambda a: a[::-1, ::-1],  # ROTATE_180
+    4: lambda a: a[::-1],  # FLIP_TOP_BOTTOM
+    5: lambda a: a.transpose(1, 0, 2),  # TRANSPOSE
+    6: lambda a: np.rot90(a, -1),  # ROTATE_270
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # TRANSVERSE
+    8: lambda a: np.rot90(a, 1),  # ROTATE_90
+}
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> torch.Tensor:
@@ -66,6 +80,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: in
         raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise InvalidImage(f"image is {width}x{height}; aspect ratios beyond {MAX_ASPECT_RATIO}:1 are refused")
+    fast = _turbo_jpeg_pixels(data, image, min_side)
+    if fast is not None:
+        return fast
     try:
         return _pixels(image, min_side)
     except InvalidImage:
@@ -91,6 +108,46 @@ def _pixels(image: Image.Image, min_side: int | None) -> torch.Tensor:
     except Exception as e:  # truncated or corrupt pixel data
         raise InvalidImage(f"damaged {image.format} image {width}x{height}: {e}") from None
     return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def _turbo_jpeg_pixels(data: bytes, image: Image.Image, min_side: int | None) -> torch.Tensor | None:
+    """The pixels of `_pixels`, decoded by simplejpeg straight into the array: the same libjpeg-turbo
+    decode (accurate integer IDCT, fancy upsampling, the DCT scale that draft() picks) without Pillow's
+    copies, about twice as fast on a 12 MP photo. None where it does not apply (not a JPEG, CMYK,
+    simplejpeg not installed) or the decode warns or fails: then Pillow decodes, with its handling of
+    damaged and truncated data.
+    """
+    if image.format not in ("JPEG", "MPO") or image.mode not in ("RGB", "L"):
+        return None  # CMYK: Pillow's CMYK -> RGB conversion differs from simplejpeg's by one grey level
+    simplejpeg = _simplejpeg()
+    if simplejpeg is None:
+        return None
+    width, height = image.size
+    scale = _draft_scale(width, height, min_side)
+    shape = (-(-height // scale), -(-width // scale), 3)
+    try:
+        rgb = simplejpeg.decode_jpeg(data, "RGB", min_height=shape[0], min_width=shape[1], strict=True)
+    except MemoryError:
+        raise
+    except Exception:  # damaged data, or a warning (strict), e.g. a missing end marker
+        return None
+    if rgb.shape != shape:
+        return None
+    orientation = _orientation(image)
+    if orientation is not None:
+        rgb = np.ascontiguousarray(ORIENTATIONS[orientation](rgb))
+    return torch.from_numpy(rgb).permute(2, 0, 1)
+
+
+@functools.cache
+def _simplejpeg():
+    """The simplejpeg module, or None (logged once) where it is not installed: Pillow then decodes JPEGs."""
+    try:
+        import simplejpeg
+    except ImportError:
+        logger.info("simplejpeg is not installed: JPEGs are decoded by Pillow (pip install simplejpeg for speed)")
+        return None
+    return simplejpeg
 
 
 def _jpeg_with_end_marker(data: bytes, min_side: int | None) -> torch.Tensor | None:
@@ -130,19 +187,41 @@ def _png_declares_no_pixels(data: bytes) -> bool:
 
 def _draft_jpeg(image: Image.Image, min_side: int) -> None:
     """Let libjpeg scale down while decoding; draft() keeps both sides >= the requested ones."""
-    width, height = image.size
-    scale = min_side / min(width, height)
-    if scale < 0.5:  # only worth it when libjpeg can at least halve the image
-        image.draft("RGB", (max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5))))
+    request = _draft_request(*image.size, min_side)
+    if request is not None:
+        image.draft("RGB", request)
+
+
+def _draft_request(width: int, height: int, min_side: int | None) -> tuple[int, int] | None:
+    """The size `_draft_jpeg` asks draft() for, or None where no scaling is worth it."""
+    scale = 1.0 if min_side is None else min_side / min(width, height)
+    if scale >= 0.5:  # only worth it when libjpeg can at least halve the image
+        return None
+    return max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5))
+
+
+def _draft_scale(width: int, height: int, min_side: int | None) -> int:
+    """The DCT scale denominator (1, 2, 4, 8) that draft() picks for `_draft_request`: the largest one
+    that keeps both sides at least as long as the requested ones (Pillow's JpegImageFile.draft)."""
+    request = _draft_request(width, height, min_side)
+    if request is None:
+        return 1
+    fits = min(width // request[0], height // request[1])
+    return next(s for s in (8, 4, 2, 1) if fits >= s)
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation if it is one that transforms (2-8); None where it is missing, odd or unreadable."""
+    try:
+        value = image.getexif().get(0x0112)
+        return next((o for o in ORIENTATIONS if value == o), None)
+    except Exception:
+        return None
 
 
 def _upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation; a missing, odd or unreadable tag leaves the image as it is."""
-    try:
-        orientation = image.getexif().get(0x0112)
-    except Exception:
-        return image
-    if orientation not in (2, 3, 4, 5, 6, 7, 8):
+    if _orientation(image) is None:
         return image
     return ImageOps.exif_transpose(image)
 

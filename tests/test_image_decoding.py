@@ -4,12 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import image_decoding
 import numpy as np
 import pytest
 import torch
 from image_decoding import DEFAULT_MAX_PIXELS, decode_image
 from image_fuzz import mutations
-from image_variants import all_variants, encode, exif_rotated_jpeg, sample
+from image_variants import SAMPLES, all_variants, encode, exif_rotated_jpeg, sample
 from PIL import Image
 from request_errors import ImageTooLarge, InvalidImage
 
@@ -197,3 +198,94 @@ def test_a_missing_trailing_marker_is_accepted_and_missing_pixel_data_refused(na
 def test_a_jpeg_cut_between_the_two_bytes_of_its_end_marker_is_accepted():
     data, _ = TRAILING_MARKERS["baseline JPEG"]
     assert torch.equal(decode_image(data[:-1]), decode_image(data))
+
+
+# The JPEG fast path (simplejpeg) must give exactly the pixels of the Pillow path it replaces.
+IMAGENET_SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "imagenet-sample"
+
+
+def pillow_path(monkeypatch, data: bytes, min_side: int | None) -> torch.Tensor:
+    """decode_image as it is without simplejpeg: Pillow decodes."""
+    with monkeypatch.context() as patch:
+        patch.setattr(image_decoding, "_simplejpeg", lambda: None)
+        return decode_image(data, min_side=min_side)
+
+
+def fast_path(monkeypatch, data: bytes, min_side: int | None) -> torch.Tensor:
+    """decode_image with Pillow's pixel decoding made to fail: the result is simplejpeg's."""
+
+    def no_pillow(image, min_side):
+        raise AssertionError(f"Pillow decoded a {image.format} {image.mode} image")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(image_decoding, "_pixels", no_pillow)
+        return decode_image(data, min_side=min_side)
+
+
+def orientation_jpeg(image: Image.Image, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(image, "JPEG", quality=90, exif=exif)
+
+
+def mpo(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "MPO", save_all=True, append_images=[image.rotate(90)])
+    return buffer.getvalue()
+
+
+ODD = CAT.resize((1203, 803))  # sides that are not multiples of the 8 or 16 pixel MCU
+FAST_JPEGS = {
+    "baseline 4:2:0": encode(ODD, "JPEG", quality=90),
+    "4:2:2": encode(ODD, "JPEG", quality=90, subsampling=1),
+    "4:4:4": encode(ODD, "JPEG", quality=90, subsampling=0),
+    "progressive": encode(ODD, "JPEG", quality=90, progressive=True),
+    "progressive 4:4:4": encode(ODD, "JPEG", quality=90, progressive=True, subsampling=0),
+    "grayscale": encode(ODD.convert("L"), "JPEG", quality=90),
+    "RGB components (Adobe, no YCbCr)": encode(ODD, "JPEG", quality=90, keep_rgb=True),
+    "MPO (phone multi-picture)": mpo(ODD),
+    "exif-rotated": exif_rotated_jpeg(ODD),
+    **{f"orientation {o}": orientation_jpeg(ODD, o) for o in range(1, 9)},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAST_JPEGS))
+@pytest.mark.parametrize("min_side", [None, 256, 128, 64])  # DCT scale 1, 1/2, 1/4, 1/8
+def test_the_jpeg_fast_path_gives_the_pixels_of_pillow(monkeypatch, name, min_side):
+    data = FAST_JPEGS[name]
+    fast = fast_path(monkeypatch, data, min_side)
+    assert torch.equal(fast, pillow_path(monkeypatch, data, min_side))
+    assert torch.equal(fast, decode_image(data, min_side=min_side))
+
+
+def test_a_12_megapixel_photo_decodes_to_pillows_pixels_at_every_scale(monkeypatch):
+    from benchmarks.large_photos import jpeg_of
+
+    data = jpeg_of(Image.open(SAMPLES / "rocket.jpg"), 12)  # one of the 12 MP photos of `make bench`
+    shapes = []
+    for min_side in (None, 1024, 512, 256):  # what the handler uses, then 1/4 and 1/8
+        fast = fast_path(monkeypatch, data, min_side)
+        assert torch.equal(fast, pillow_path(monkeypatch, data, min_side)), min_side
+        shapes.append(tuple(fast.shape))
+    assert shapes == [(3, 2830, 4241), (3, 1415, 2121), (3, 708, 1061), (3, 354, 531)]
+
+
+@pytest.mark.skipif(not IMAGENET_SAMPLE.is_dir(), reason=f"no photos in {IMAGENET_SAMPLE}")
+def test_camera_photos_decode_to_pillows_pixels(monkeypatch):
+    photos = sorted(IMAGENET_SAMPLE.glob("*.JPEG"))
+    assert len(photos) >= 100
+    for path in photos:
+        data = path.read_bytes()
+        for min_side in (None, 64):
+            assert torch.equal(fast_path(monkeypatch, data, min_side), pillow_path(monkeypatch, data, min_side)), path
+
+
+def test_cmyk_and_damaged_jpegs_are_left_to_pillow(monkeypatch):
+    # simplejpeg's CMYK conversion differs from Pillow's by a grey level; a JPEG short of its end
+    # marker makes libjpeg warn. Both take the Pillow path, which decodes the one and completes the other.
+    cmyk = encode(CAT.convert("CMYK"), "JPEG", quality=95)
+    no_end = TRAILING_MARKERS["baseline JPEG"][0][:-2]
+    for data in (cmyk, no_end):
+        image = Image.open(io.BytesIO(data))
+        assert image_decoding._turbo_jpeg_pixels(data, image, None) is None
+        assert torch.equal(decode_image(data), pillow_path(monkeypatch, data, None))
