@@ -22,7 +22,7 @@ import psutil
 import yaml
 from PIL import Image
 
-from benchmarks.in_process import STAGES, Limit, extract_archive, load_handler, machine_limit
+from benchmarks.in_process import STAGES, Limit, answers_of, extract_archive, load_handler, machine_limit
 from benchmarks.large_photos import DraftTradeoff, draft_tradeoffs, handle_ms, jpeg_of, median_ms
 from benchmarks.stock_archive import STOCK_NAME, build_stock_archive, captum_installed
 from mar_builder.cli import main as build_main
@@ -230,7 +230,32 @@ def run(args: argparse.Namespace) -> List[str]:
         finally:
             stock.stop()
     large_photos = LargePhotos(latency, tradeoffs, small_ms, floor_ms, handler.settings.jpeg_draft_factor)
-    return report(limits, rows, large_photos, sample_paths, args.set, args.handler_setting)
+    lines = report(limits, rows, large_photos, sample_paths, args.set, args.handler_setting)
+    if args.agreement_photos is not None:
+        lines += agreement_lines(pts, args.agreement_photos)
+    return lines
+
+
+def agreement_lines(pts: Dict[str, Path], photos: Path) -> List[str]:
+    """Each runtime's answers against the .pt's (runtime torchscript) on the same photos and handler path."""
+    logger.info("answers of each runtime on the photos under %s", photos)
+    answers = {runtime: answers_of(pt, photos) for runtime, pt in pts.items()}
+    reference = answers["torchscript"]
+    lines = ["", f"Answers on the {len(reference)} photos under {photos}, against runtime torchscript (the .pt):", ""]
+    for runtime, found in answers.items():
+        if runtime == "torchscript":
+            continue
+        same = sum(next(iter(found[name])) == next(iter(reference[name])) for name in reference)
+        difference = max(
+            abs(p - reference[name][label])
+            for name in reference
+            for label, p in found[name].items()
+            if label in reference[name]
+        )
+        lines.append(
+            f"- {runtime}: the same top-1 on {same} of {len(reference)}; top-5 probabilities within {difference:.2e}"
+        )
+    return lines
 
 
 def mean_rate(measured: Sequence[Limit]) -> float:
@@ -433,6 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=list(ARCHIVES),
         default=list(ARCHIVES),
         help="the runtimes whose archives are served, the first as the default (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--agreement-photos",
+        type=Path,
+        help="also compare each runtime's answers with the .pt's on the photos under this folder, "
+        "e.g. ../shared/imagenet-sample",
     )
     parser.add_argument(
         "--handler-setting",

@@ -109,6 +109,25 @@ def machine_limit(pt_path: Path, seconds: float, handler_overrides: Dict[str, An
     return Limit(measured["per_core"] * (os.cpu_count() or 1), measured["stages"])
 
 
+def answers_of(pt_path: Path, photos: Path) -> Dict[str, Dict[str, float]]:
+    """The archive's top-k answer for each JPEG and PNG under `photos`, through the handler in a process
+    of its own, by path relative to `photos`."""
+    command = [sys.executable, "-m", "benchmarks.in_process", str(pt_path), "--answers", str(photos)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"in-process answers failed: {result.stderr.strip().splitlines()[-1:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _answers(handler: Any, context: Any, photos: Path) -> Dict[str, Dict[str, float]]:
+    found = {}
+    for path in sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
+        (answer,) = handler.handle([{"body": bytearray(path.read_bytes())}], context.with_requests([{}]))
+        assert isinstance(answer, dict), (path, answer)
+        found[str(path.relative_to(photos))] = answer
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from mar_builder.server.load import photo_shots
 
@@ -116,9 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("pt", type=Path, help="the .pt of an unpacked archive (its model-config.yaml beside it)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--handler-settings", type=json.loads, default={}, help="JSON object of handler overrides")
+    parser.add_argument("--answers", type=Path, help="instead: print the answer for each photo under this folder")
     args = parser.parse_args(argv)
     handler, context = load_handler(args.pt, {**args.handler_settings, "threads_per_worker": 1})
     assert torch.get_num_threads() == 1
+    if args.answers is not None:
+        print(json.dumps(_answers(handler, context, args.answers)))
+        return 0
     photos = [shot.body for shot in photo_shots()]
     per_core = photos_per_second_per_core(handler, context, photos, args.seconds)
     print(json.dumps({"per_core": per_core, "stages": stage_ms(handler, photos), "runtime": handler.classify.name}))

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Sequence
 
 import kserve_protocol
 import torch
-from classify_runtime import TORCHSCRIPT, Classify, load_classify
+from classify_runtime import Classify, load_classify
 from handler_metrics import HandlerMetrics
 from handler_settings import HandlerSettings
 from image_decoding import decode_image
@@ -59,6 +59,48 @@ class ClassifierHandler:
             self.device = torch.device(f"cuda:{gpu_id}")
         model_dir = properties["model_dir"]
         model_path = os.path.join(model_dir, context.manifest["model"]["serializedFile"])
+        warm_up_s = self._load_classifier(model_dir, model_path, threads)
+        self.class_names = list(self.model.class_names)
+        self.topk = min(self.settings.topk, len(self.class_names))
+        factor = self.settings.jpeg_draft_factor
+        self.decode_min_side = factor * int(self.model.resize_size) if factor else None
+        self.kserve_envelope = kserve_protocol.bypass_envelopes()
+        self.initialized = True
+        logger.info(
+            "loaded %s: %d classes, top-%d, classify in %s%s, %d threads, device %s, warm-up %.2f s; %s",
+            model_path,
+            len(self.class_names),
+            self.topk,
+            self.classify.name,
+            " with oneDNN fusion" if getattr(self.classify, "onednn_fusion", False) else "",
+            threads,
+            self.device,
+            warm_up_s,
+            malloc,
+        )
+
+    def _load_classifier(self, model_dir: str, model_path: str, threads: int) -> float:
+        """Load the .pt and the runtime that classifies, and warm them up; returns the warm-up's seconds.
+
+        A network that oneDNN's fuser cannot run fails in the warm-up: it is logged, and a fresh copy of
+        the .pt, whose graphs were never fused, runs without fusion.
+        """
+        memory_format = torch.channels_last if self.settings.channels_last else torch.contiguous_format
+        # oneDNN's graph fuser is meant for frozen graphs (on an unfrozen Predictor it fails).
+        fusion = self.settings.onednn_fusion and self.settings.freeze
+        runtime = self.settings.runtime
+        while True:
+            self.model = self._load(model_path)
+            self.classify = load_classify(runtime, model_dir, self.model, self.device, threads, memory_format, fusion)
+            try:
+                return self._warm_up()
+            except RuntimeError as e:
+                if not getattr(self.classify, "onednn_fusion", False):
+                    raise
+                logger.warning("oneDNN fusion failed on this network (%s); the .pt runs without it", str(e)[:200])
+                fusion = False
+
+    def _load(self, model_path: str) -> torch.jit.ScriptModule:
         with warnings.catch_warnings():
             # TorchScript (load, freeze) is deprecated upstream but supported in the pinned torch; it is our format.
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
@@ -67,31 +109,7 @@ class ClassifierHandler:
                 # Freezing drops whatever it is not told to keep: the handler uses these.
                 kept = ["preprocess", "classify", "class_names", "resize_size"]
                 model = torch.jit.freeze(model, preserved_attrs=kept)
-        self.model = model
-        memory_format = torch.channels_last if self.settings.channels_last else torch.contiguous_format
-        self.classify = load_classify(self.settings.runtime, model_dir, model, self.device, threads, memory_format)
-        # A process-wide switch of TorchScript's executor (the worker runs nothing else). oneDNN's graph fuser
-        # is meant for frozen graphs on the CPU: on an unfrozen Predictor it fails ("bad optional access").
-        frozen_on_cpu = self.classify.name == TORCHSCRIPT and self.device.type == "cpu" and self.settings.freeze
-        torch.jit.enable_onednn_fusion(frozen_on_cpu and self.settings.onednn_fusion)
-        self.class_names = list(self.model.class_names)
-        self.topk = min(self.settings.topk, len(self.class_names))
-        factor = self.settings.jpeg_draft_factor
-        self.decode_min_side = factor * int(self.model.resize_size) if factor else None
-        self.kserve_envelope = kserve_protocol.bypass_envelopes()
-        warm_up_s = self._warm_up()
-        self.initialized = True
-        logger.info(
-            "loaded %s: %d classes, top-%d, classify in %s, %d threads, device %s, warm-up %.2f s; %s",
-            model_path,
-            len(self.class_names),
-            self.topk,
-            self.classify.name,
-            threads,
-            self.device,
-            warm_up_s,
-            malloc,
-        )
+        return model
 
     def _warm_up(self) -> float:
         """Run preprocess and classify on a blank image before the first request; returns the seconds taken."""

@@ -20,18 +20,30 @@ Classify = Callable[[torch.Tensor], torch.Tensor]
 
 
 class TorchScriptClassify:
-    """The .pt's own `classify`; image batches are made channels_last first when asked (faster convolutions)."""
+    """The .pt's own `classify`; image batches are made channels_last first when asked (faster convolutions).
+
+    With `onednn_fusion`, TorchScript's oneDNN graph fuser is on while `classify` runs and off otherwise:
+    the switch is process-wide and read when a graph is optimized (its first calls), so it reaches the
+    network's graph and not `preprocess`, on which the fuser fails ("bad optional access").
+    """
 
     name = TORCHSCRIPT
 
-    def __init__(self, model: torch.jit.ScriptModule, memory_format: torch.memory_format) -> None:
+    def __init__(self, model: torch.jit.ScriptModule, memory_format: torch.memory_format, onednn_fusion: bool) -> None:
         self.model = model
         self.memory_format = memory_format
+        self.onednn_fusion = onednn_fusion
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.dim() == 4:  # images; a wrapped classifier's preprocess gives probability rows
             batch = batch.contiguous(memory_format=self.memory_format)
-        return self.model.classify(batch).cpu()
+        if not self.onednn_fusion:
+            return self.model.classify(batch).cpu()
+        torch.jit.enable_onednn_fusion(True)
+        try:
+            return self.model.classify(batch).cpu()
+        finally:
+            torch.jit.enable_onednn_fusion(False)
 
 
 class OnnxRuntimeClassify:
@@ -57,13 +69,20 @@ class OnnxRuntimeClassify:
 
 
 def load_classify(
-    runtime: str, model_dir: str, model: Any, device: torch.device, threads: int, memory_format: torch.memory_format
+    runtime: str,
+    model_dir: str,
+    model: Any,
+    device: torch.device,
+    threads: int,
+    memory_format: torch.memory_format,
+    onednn_fusion: bool,
 ) -> Classify:
     """The archive's runtime for `classify`, or the .pt's own when that runtime cannot run here.
 
     A worker without onnxruntime, an archive without classify.onnx, a file that does not load, or a GPU
     worker (the ONNX Runtime here is the CPU build) logs one warning saying why and classifies with the
-    .pt, which every archive holds and which gives the same answers.
+    .pt, which every archive holds and which gives the same answers. `onednn_fusion` applies to the .pt
+    on the CPU only.
     """
     if runtime == ONNXRUNTIME:
         path = os.path.join(model_dir, ONNX_FILE)
@@ -80,4 +99,4 @@ def load_classify(
             except Exception as e:  # ONNX Runtime raises its own types for files it cannot load
                 reason = f"{ONNX_FILE} did not load: {type(e).__name__}: {e}"
         logger.warning("runtime onnxruntime unavailable: %s; classifying with the .pt (TorchScript)", reason)
-    return TorchScriptClassify(model, memory_format)
+    return TorchScriptClassify(model, memory_format, onednn_fusion and device.type == "cpu")

@@ -149,16 +149,13 @@ def run(args: argparse.Namespace) -> int:
     if args.topk < 1:
         raise SettingsError(f"--topk must be at least 1, got {args.topk}")
     from .build.archive import pack_archive
-    from .build.onnx_export import runtime_files, runtime_requirement
+    from .build.onnx_export import runtime_files
 
     with tempfile.TemporaryDirectory(prefix="mar_builder-") as tmp:
         pt_path = Path(tmp) / f"{args.name}.pt"
         write_pt(args, pt_path)
         runtime, runtime_file = runtime_files(args.runtime, pt_path, Path(tmp))
-        requirement = runtime_requirement(runtime)
-        target = pack_archive(
-            pt_path, args.name, args.version, args.model_store, args.topk, runtime, runtime_file, requirement
-        )
+        target = pack_archive(pt_path, args.name, args.version, args.model_store, args.topk, runtime, runtime_file)
     logger.info("wrote %s (%.1f MB), classify in %s", target, target.stat().st_size / 1e6, runtime)
     return 0
 

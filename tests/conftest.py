@@ -29,14 +29,6 @@ def class_names(n: int) -> List[str]:
     return [f"class_{i}" for i in range(n)]
 
 
-@pytest.fixture(autouse=True)
-def onednn_fusion_off_after_each_test():
-    """A handler's initialize switches TorchScript's oneDNN fusion for its whole process (a worker): in
-    this process, switch it back so that no other test runs under it."""
-    yield
-    torch.jit.enable_onednn_fusion(False)
-
-
 @pytest.fixture
 def tiny_predictor() -> Callable[..., Predictor]:
     def make(num_classes: int = 5, **kwargs) -> Predictor:

@@ -3,6 +3,7 @@
 import logging
 import sys
 
+import classify_runtime
 import pytest
 import torch
 from classifier_handler import ClassifierHandler
@@ -43,7 +44,7 @@ def test_onnx_runtime_answers_as_the_pt_does(model_dir):
     "damage, reason",
     [
         ("missing file", "the archive has no classify.onnx"),
-        ("not installed", "onnxruntime is not installed in the worker's Python (the archive's requirements.txt pins it)"),
+        ("not installed", "onnxruntime is not installed in the worker's Python (the archive's requirements.txt pins"),
         ("damaged file", "classify.onnx did not load: "),
     ],
 )
@@ -71,19 +72,31 @@ def test_an_unknown_runtime_is_refused_when_the_worker_loads(model_dir):
         answers(model_dir, runtime="tensorrt")
 
 
-def test_onednn_fusion_applies_to_the_frozen_pt_and_keeps_its_answers(model_dir):
+def test_onednn_fusion_applies_to_the_frozen_pt_classify_and_keeps_its_answers(model_dir):
     handler, fused = answers(model_dir, runtime="torchscript")
-    assert torch.jit.onednn_fusion_enabled()
+    assert handler.classify.onednn_fusion
+    assert not torch.jit.onednn_fusion_enabled()  # on only while classify runs: preprocess's graphs are never fused
     _, plain = answers(model_dir, runtime="torchscript", onednn_fusion=False)
-    assert not torch.jit.onednn_fusion_enabled()
     for got, expected in zip(fused, plain, strict=True):
         assert list(got) == list(expected) and list(got.values()) == pytest.approx(list(expected.values()), abs=1e-5)
-    answers(model_dir, runtime="torchscript")
-    answers(model_dir, runtime="torchscript", freeze=False)  # oneDNN's fuser fails on unfrozen graphs
-    assert not torch.jit.onednn_fusion_enabled()
-    answers(model_dir, runtime="torchscript")
-    answers(model_dir, runtime="onnxruntime")
-    assert not torch.jit.onednn_fusion_enabled()
+    assert not answers(model_dir, runtime="torchscript", freeze=False)[0].classify.onednn_fusion
+
+
+def test_a_network_the_fuser_cannot_run_is_served_without_fusion(model_dir, monkeypatch, caplog):
+    run = classify_runtime.TorchScriptClassify.__call__
+
+    def fails_when_fused(self, batch):
+        if self.onednn_fusion:
+            raise RuntimeError("bad optional access")
+        return run(self, batch)
+
+    monkeypatch.setattr(classify_runtime.TorchScriptClassify, "__call__", fails_when_fused)
+    with caplog.at_level(logging.INFO):
+        handler, got = answers(model_dir, runtime="torchscript")
+    assert not handler.classify.onednn_fusion
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["oneDNN fusion failed on this network (bad optional access); the .pt runs without it"]
+    assert got == answers(model_dir, runtime="torchscript", onednn_fusion=False)[1]
 
 
 def test_the_worker_keeps_freed_buffers_unless_the_environment_says_otherwise(monkeypatch):

@@ -7,6 +7,7 @@ import classify_runtime
 import numpy as np
 import onnxruntime
 import pytest
+import simplejpeg
 import torch
 import yaml
 from conftest import TinyCNN, class_names
@@ -74,7 +75,8 @@ def test_the_default_runtime_falls_back_to_the_pt_with_one_warning(tiny_pt, tmp_
         assert runtime_files(None, tiny_pt, tmp_path) == ("torchscript", None)
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.getMessage() == (
-        "runtime: torchscript, since ONNX Runtime cannot have it: classify could not be exported to ONNX: RuntimeError: no"
+        "runtime: torchscript, since ONNX Runtime cannot have it: "
+        "classify could not be exported to ONNX: RuntimeError: no"
     )
     with pytest.raises(ExportError, match="could not be exported"):
         runtime_files("onnxruntime", tiny_pt, tmp_path)
@@ -102,11 +104,11 @@ def test_the_archive_records_its_runtime_and_carries_what_it_needs(tiny_pt, tmp_
     with zipfile.ZipFile(store / "tiny.mar") as archive:
         names = set(archive.namelist())
         config = yaml.safe_load(archive.read("model-config.yaml"))
-        requirements = archive.read("requirements.txt").decode() if "requirements.txt" in names else None
+        requirements = archive.read("requirements.txt").decode().splitlines()
         manifest = yaml.safe_load(archive.read("MAR-INF/MANIFEST.json"))
-    assert config["handler"]["runtime"] == runtime
+    assert config["handler"]["runtime"] == runtime and manifest["model"]["requirementsFile"] == "requirements.txt"
     if runtime == "onnxruntime":
-        assert "classify.onnx" in names and manifest["model"]["requirementsFile"] == "requirements.txt"
-        assert requirements == f"onnxruntime=={onnxruntime.__version__}\n"
+        assert "classify.onnx" in names
+        assert requirements == [f"onnxruntime=={onnxruntime.__version__}", f"simplejpeg=={simplejpeg.__version__}"]
     else:
-        assert "classify.onnx" not in names and requirements is None
+        assert "classify.onnx" not in names and requirements == [f"simplejpeg=={simplejpeg.__version__}"]

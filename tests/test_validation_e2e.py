@@ -40,9 +40,7 @@ def test_every_photo_is_measured_three_ways_and_the_rotated_one_disagrees(run):
     assert summary["top1"] == {"eager": 1.0, "pt": 1.0, "served": pytest.approx((measured - 1) / measured)}
     assert summary["top5"] == {"eager": 1.0, "pt": 1.0, "served": 1.0}
     assert summary["agreement_top1"] == {"pt": 1.0, "served": pytest.approx((measured - 1) / measured)}
-    # Served through the archive's default runtime, ONNX Runtime: only the EXIF-rotated photo changes.
-    assert "classify in onnxruntime" in summary["run"]["served"]
-    assert summary["served_same_top1_as_pt"] == pytest.approx((measured - 1) / measured)
+    assert "classify in onnxruntime" in summary["run"]["served"]  # the archive's default runtime
     assert summary["exif_rotated"] == 1 and summary["served_refused"] == 0
     [disagreement] = summary["disagreements"]["served"]
     assert disagreement["file"] == ROTATED and disagreement["label"] == "red"

@@ -36,6 +36,22 @@ def write_model_config(
     destination.write_text(header + yaml.safe_dump(config, sort_keys=False))
 
 
+def handler_requirements(runtime: str) -> List[str]:
+    """What the handler imports beyond TorchServe, torch and Pillow, pinned to the versions installed here:
+    the runtime's package (a worker without it falls back to the .pt), and simplejpeg (JPEG decoding;
+    without it Pillow decodes the same pixels, slower). Packages not installed here are left out."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = ([runtime] if runtime != TORCHSCRIPT else []) + ["simplejpeg"]
+    pinned = []
+    for package in packages:
+        try:
+            pinned.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pinned
+
+
 def archiver_command() -> List[str]:
     beside_python = Path(sys.executable).parent / "torch-model-archiver"
     found = str(beside_python) if beside_python.exists() else shutil.which("torch-model-archiver")
@@ -54,14 +70,13 @@ def pack_archive(
     topk: int,
     runtime: str = TORCHSCRIPT,
     runtime_file: Path | None = None,
-    requirement: str | None = None,
 ) -> Path:
     """Write model_store/<name>.mar, replacing an older one only once the new one is complete.
 
     The archive holds the .pt, the handler, model-config.yaml (whose handler.runtime says what runs
-    `classify`), `runtime_file` (classify.onnx) beside the .pt, and a requirements.txt holding
-    `requirement` (the runtime's pip package): TorchServe installs it per model when
-    install_py_dep_per_model is true.
+    `classify`), `runtime_file` (classify.onnx) beside the .pt, and a requirements.txt of
+    `handler_requirements(runtime)`: TorchServe installs them per model when install_py_dep_per_model
+    is true.
     """
     model_store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=model_store) as tmp:
@@ -85,10 +100,9 @@ def pack_archive(
             tmp,
             "--force",
         ]
-        if requirement is not None:
-            requirements = Path(tmp) / "requirements.txt"
-            requirements.write_text(requirement + "\n")
-            command += ["--requirements-file", str(requirements)]
+        requirements = Path(tmp) / "requirements.txt"
+        requirements.write_text("".join(f"{line}\n" for line in handler_requirements(runtime)))
+        command += ["--requirements-file", str(requirements)]
         # torch-model-archiver stages the files in $TMPDIR/<name>/ and deletes that folder first, so two
         # builds of one name would delete each other's files: give each build a staging folder of its own.
         staging = Path(tmp) / "staging"

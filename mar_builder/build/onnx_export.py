@@ -114,12 +114,3 @@ def verify_onnx(path: Path, predictor: torch.jit.ScriptModule, atol: float = 1e-
                 raise ExportError(
                     f"ONNX Runtime's classify differs from the .pt's on a batch of {len(batch)}: {first_line(e)}"
                 ) from e
-
-
-def runtime_requirement(runtime: str) -> str | None:
-    """The pip requirement a worker needs for `runtime`, as installed here (None for the .pt alone)."""
-    if runtime == TORCHSCRIPT:
-        return None
-    from importlib.metadata import version
-
-    return f"{runtime}=={version(runtime)}"

@@ -108,10 +108,11 @@ class LocalTorchServe:
         self.client = TorchServeClient.from_properties(self.properties, self.workdir)
         self.process: subprocess.Popen | None = None
 
-    def start(self, wait_for: Sequence[str] = ("classifier",), timeout: float = 180.0) -> "LocalTorchServe":
+    def start(self, wait_for: Sequence[str] | None = None, timeout: float = 180.0) -> "LocalTorchServe":
         """Start TorchServe in its own process group, its output in workdir; return once the workers of
-        `wait_for` are READY. Raises ServerError (a taken port, a death while starting) with the reason on
-        its first line; a key_file.json in workdir is then as it was before."""
+        `wait_for` (by default every model it was started with) are READY. Raises ServerError (a taken
+        port, a death while starting) with the reason on its first line; a key_file.json in workdir is
+        then as it was before."""
         check_free(self.properties)
         key_file = self.workdir / KEY_FILE
         old_keys = key_file.read_bytes() if key_file.exists() else None
@@ -131,6 +132,8 @@ class LocalTorchServe:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so stop() reaches the workers too
             )
+        if wait_for is None:
+            wait_for = [model.partition("=")[0] for model in self.models]
         try:
             for model in wait_for:
                 self.client.wait_ready(model, timeout, alive=lambda: self.process.poll() is None)

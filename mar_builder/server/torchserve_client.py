@@ -95,9 +95,26 @@ class TorchServeClient:
         return self.request("GET", f"{self.inference_url}/ping", api="inference", timeout=5)
 
     def scale(self, model: str, workers: int, timeout: float = 300.0) -> Response:
-        """Set min and max workers of `model`; answers once TorchServe has started or stopped them."""
+        """Set min and max workers of `model`; answers once exactly `workers` workers are READY.
+
+        TorchServe's synchronous answer can come while a worker stopped by an earlier scale-down is still
+        UNLOADING and counted as one of the `workers`: then the request is repeated once that worker is
+        gone. Raises ServerError when the workers are not READY within `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
         query = f"min_worker={workers}&max_worker={workers}&synchronous=true"
-        return self.request("PUT", f"{self.management_url}/models/{model}?{query}", api="management", timeout=timeout)
+        url = f"{self.management_url}/models/{model}?{query}"
+        response = self.request("PUT", url, api="management", timeout=timeout)
+        while response.status == 200:
+            states = [w["status"] for w in self.workers(model)]
+            if states == ["READY"] * workers:
+                break
+            if time.monotonic() > deadline:
+                raise ServerError(f"{model}: workers {states} after {timeout:.0f} s, not {workers} READY")
+            if len(states) < workers and "UNLOADING" not in states:
+                response = self.request("PUT", url, api="management", timeout=max(1.0, deadline - time.monotonic()))
+            time.sleep(0.5)
+        return response
 
     def rotate_key(self, api: str) -> Response:
         """A new "inference" or "management" key in key_file.json; the old one stops working at once."""

@@ -59,8 +59,6 @@ def summarize(
         "top1": top1,
         "top5": top5,
         "agreement_top1": agreement,
-        # Whether serving (decode, the archive's runtime) changes what the .pt answers alone.
-        "served_same_top1_as_pt": fraction(sum(a.top1("served") == a.top1("pt") for a in answers)),
         "probability_difference": {
             s: {"max": max(d, default=0.0), "mean": sum(d) / len(d) if d else 0.0} for s, d in differences.items()
         },

@@ -212,7 +212,6 @@ def results_text(summary: Mapping[str, Any]) -> str:
             ]
         row = f"{SOURCE_TITLES[source]:32} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7} {cells[3]:>8} {cells[4]:>8}"
         lines.append(row.rstrip())
-    lines.append(f"(c) served top-1 = (b) .pt top-1 on {percent(summary['served_same_top1_as_pt'])} of the photos")
     lines.append(skipped_line(summary))
     for d in summary["disagreements"]["served"]:
         served = d.get("error") or f"{d['served'][0][0]} {d['served'][0][1]:.3f}"
