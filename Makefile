@@ -70,7 +70,7 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
-# In-process limit, our server at 1/4/8 clients, the stock handler, 12 MP photos: about 8 minutes.
+# Each runtime's in-process limit and archive at 1/4/8 clients, the stock handler, 12 MP photos: about 12 minutes.
 # BENCH_ARGS passes options on, e.g. BENCH_ARGS="--seconds 10 --clients 4".
 bench: venv java $(BENCH_STAMP)
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)

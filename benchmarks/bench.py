@@ -140,6 +140,7 @@ ARCHIVES = {"onnxruntime": "classifier", "torchscript": "classifier_torchscript"
 BEFORE = "torchscript before"
 LIMIT_SETUPS = {
     BEFORE: ("torchscript", {"onednn_fusion": False, "keep_freed_buffers": False}),
+    "torchscript, oneDNN fusion only": ("torchscript", {"keep_freed_buffers": False}),
     "torchscript": ("torchscript", {}),
     "onnxruntime": ("onnxruntime", {}),
 }

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=RUNTIMES,
         help=f"what runs the network in the workers: {ONNXRUNTIME} (the .pt's classify exported to classify.onnx, "
         f"packed beside the .pt) or {TORCHSCRIPT} (the .pt alone). Default: {DEFAULT_RUNTIME}, falling back to "
-        f"{TORCHSCRIPT} with a log line when a model cannot be exported to it",
+        f"{TORCHSCRIPT} with a log line saying why when a model cannot have it (a --pt classifier served through "
+        f"its own forward never can); asked for explicitly, {ONNXRUNTIME} fails instead",
     )
     for sub in (export, build):
         add_model_flags(sub)

@@ -51,8 +51,26 @@ def test_an_onnx_file_that_differs_from_the_pt_is_refused(tiny_pt, tmp_path):
     other = tmp_path / "other.pt"
     export_predictor(Predictor(TinyCNN(5), class_names(5)), other)  # same shape, other weights
     path = export_onnx(load(other), tmp_path / "other.onnx")
-    with pytest.raises(ExportError, match="ONNX Runtime's classify differs from the .pt's on a batch of 1"):
+    with pytest.raises(ExportError, match=r"differs from the .pt's on a batch of 1: shape \[1, 5\] against \[1, 5\], "):
         verify_onnx(path, load(tiny_pt))
+
+
+def test_a_scripted_batch_norm_is_exported_with_its_running_statistics(tmp_path):
+    """A scripted network's BatchNorm has a training branch: the export must take the eval one."""
+    torch.manual_seed(0)
+    network = nn.Sequential(
+        nn.Conv2d(3, 8, 5, stride=4),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
+    )
+    network[1].running_mean.uniform_(-1, 1)
+    network[1].running_var.uniform_(0.5, 2)
+    pt = tmp_path / "bn.pt"
+    assert export_predictor(Predictor(network, class_names(5)), pt) == "scripted"
+    export_onnx(load(pt), tmp_path / "classify.onnx")  # verify_onnx inside raises on any difference
 
 
 def test_a_failed_export_writes_nothing(tiny_pt, tmp_path, monkeypatch):
@@ -75,8 +93,7 @@ def test_the_default_runtime_falls_back_to_the_pt_with_one_warning(tiny_pt, tmp_
         assert runtime_files(None, tiny_pt, tmp_path) == ("torchscript", None)
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.getMessage() == (
-        "runtime: torchscript, since ONNX Runtime cannot have it: "
-        "classify could not be exported to ONNX: RuntimeError: no"
+        "runtime: torchscript, not onnxruntime: classify could not be exported to ONNX: RuntimeError: no"
     )
     with pytest.raises(ExportError, match="could not be exported"):
         runtime_files("onnxruntime", tiny_pt, tmp_path)

@@ -54,7 +54,7 @@ def runtime_files(requested: str | None, pt_path: Path, folder: Path) -> Tuple[s
     except ExportError as e:
         if requested:
             raise
-        logger.warning("runtime: torchscript, since ONNX Runtime cannot have it: %s", first_line(e))
+        logger.warning("runtime: torchscript, not onnxruntime: %s", first_line(e))
         return TORCHSCRIPT, None
     return runtime, onnx_path
 
@@ -68,7 +68,9 @@ def export_onnx(predictor: torch.jit.ScriptModule, output: Path) -> Path:
     try:
         import onnxruntime  # noqa: F401  (checked first: without it the export could not be verified)
     except ImportError:
-        raise ExportError("--runtime onnxruntime needs onnxruntime: run `make venv`") from None
+        raise ExportError(
+            "onnxruntime is not installed here (`.venv/bin/pip install -r requirements.txt` installs the pinned one)"
+        ) from None
     crop = int(predictor.crop_size)
     logger.info("exporting classify to %s (ONNX opset %d) and checking it in ONNX Runtime", ONNX_FILE, ONNX_OPSET)
     with staged_file(output) as tmp:
@@ -79,7 +81,9 @@ def export_onnx(predictor: torch.jit.ScriptModule, output: Path) -> Path:
             with torchscript_deprecation_acknowledged(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # its own deprecation notice and constant-folding remarks
                 torch.onnx.export(
-                    torch.jit.script(_Classify(predictor)),
+                    # eval(): a fresh wrapper is in training mode, and the exporter then takes the training
+                    # branch of a scripted BatchNorm (batch statistics: 0.16 off on a small CNN).
+                    torch.jit.script(_Classify(predictor)).eval(),
                     (torch.zeros(2, 3, crop, crop),),
                     str(tmp),
                     input_names=[INPUT_NAME],
@@ -94,7 +98,7 @@ def export_onnx(predictor: torch.jit.ScriptModule, output: Path) -> Path:
     return output
 
 
-def verify_onnx(path: Path, predictor: torch.jit.ScriptModule, atol: float = 1e-5) -> None:
+def verify_onnx(path: Path, predictor: torch.jit.ScriptModule, atol: float = 1e-5, rtol: float = 1e-4) -> None:
     """ONNX Runtime on `path` against the .pt's classify, on export.random_images preprocessed by the .pt:
     one at a time and all in one batch. Raises ExportError."""
     import onnxruntime
@@ -109,8 +113,13 @@ def verify_onnx(path: Path, predictor: torch.jit.ScriptModule, atol: float = 1e-
             expected = predictor.classify(batch)
             try:
                 (got,) = session.run(None, {INPUT_NAME: batch.numpy()})
-                torch.testing.assert_close(torch.from_numpy(got), expected, atol=atol, rtol=1e-4)
             except Exception as e:
+                raise ExportError(f"ONNX Runtime cannot run the exported classify: {first_line(e)}") from e
+            got = torch.from_numpy(got)
+            if got.shape != expected.shape or not torch.allclose(got, expected, atol=atol, rtol=rtol):
+                largest = (got - expected).abs().max().item() if got.shape == expected.shape else float("nan")
                 raise ExportError(
-                    f"ONNX Runtime's classify differs from the .pt's on a batch of {len(batch)}: {first_line(e)}"
-                ) from e
+                    f"ONNX Runtime's classify differs from the .pt's on a batch of {len(batch)}: shape "
+                    f"{list(got.shape)} against {list(expected.shape)}, largest probability difference "
+                    f"{largest:.2g} (allowed: {atol:g} + {rtol:g} x the probability)"
+                )
