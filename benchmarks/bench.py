@@ -458,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         choices=list(ARCHIVES),
         default=list(ARCHIVES),
-        help="the runtimes whose archives are served, the first as the default (default: %(default)s)",
+        help="the runtimes whose archives are served, onnxruntime (the default runtime) first (default: %(default)s)",
     )
     parser.add_argument(
         "--agreement-photos",

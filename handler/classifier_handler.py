@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Sequence
 
 import kserve_protocol
 import torch
-from classify_runtime import Classify, load_classify
+from classify_runtime import ONNX_FILE, ONNXRUNTIME, TORCHSCRIPT, Classify, load_classify
 from handler_metrics import HandlerMetrics
 from handler_settings import HandlerSettings
 from image_decoding import decode_image
@@ -82,8 +82,8 @@ class ClassifierHandler:
     def _load_classifier(self, model_dir: str, model_path: str, threads: int) -> float:
         """Load the .pt and the runtime that classifies, and warm them up; returns the warm-up's seconds.
 
-        A network that oneDNN's fuser cannot run fails in the warm-up: it is logged, and a fresh copy of
-        the .pt, whose graphs were never fused, runs without fusion.
+        What fails in the warm-up falls back, with one warning: ONNX Runtime to the .pt, and a network
+        that oneDNN's fuser cannot run to a fresh copy of the .pt (whose graphs were never fused) without it.
         """
         memory_format = torch.channels_last if self.settings.channels_last else torch.contiguous_format
         # oneDNN's graph fuser is meant for frozen graphs (on an unfrozen Predictor it fails).
@@ -95,10 +95,19 @@ class ClassifierHandler:
             try:
                 return self._warm_up()
             except RuntimeError as e:
-                if not getattr(self.classify, "onednn_fusion", False):
+                if self.classify.name == ONNXRUNTIME:
+                    logger.warning(
+                        "runtime onnxruntime unavailable: %s failed its warm-up (%s); classifying with the .pt "
+                        "(TorchScript)",
+                        ONNX_FILE,
+                        str(e)[:200],
+                    )
+                    runtime = TORCHSCRIPT
+                elif getattr(self.classify, "onednn_fusion", False):
+                    logger.warning("oneDNN fusion failed on this network (%s); the .pt runs without it", str(e)[:200])
+                    fusion = False
+                else:
                     raise
-                logger.warning("oneDNN fusion failed on this network (%s); the .pt runs without it", str(e)[:200])
-                fusion = False
 
     def _load(self, model_path: str) -> torch.jit.ScriptModule:
         with warnings.catch_warnings():

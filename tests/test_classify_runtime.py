@@ -67,6 +67,22 @@ def test_a_worker_without_its_runtime_says_why_once_and_classifies_with_the_pt(
     assert got == expected
 
 
+def test_an_onnx_file_that_fails_to_run_falls_back_to_the_pt(model_dir, monkeypatch, caplog):
+    def fails(self, batch):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code")
+
+    monkeypatch.setattr(classify_runtime.OnnxRuntimeClassify, "__call__", fails)
+    with caplog.at_level(logging.INFO):
+        handler, got = answers(model_dir, runtime="onnxruntime", onednn_fusion=False)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning == (
+        "runtime onnxruntime unavailable: classify.onnx failed its warm-up ([ONNXRuntimeError] : 6 : "
+        "RUNTIME_EXCEPTION : Non-zero status code); classifying with the .pt (TorchScript)"
+    )
+    assert handler.classify.name == "torchscript"
+    assert got == answers(model_dir, runtime="torchscript", onednn_fusion=False)[1]
+
+
 def test_an_unknown_runtime_is_refused_when_the_worker_loads(model_dir):
     with pytest.raises(ValueError, match="handler.runtime must be one of torchscript, onnxruntime, got 'tensorrt'"):
         answers(model_dir, runtime="tensorrt")
