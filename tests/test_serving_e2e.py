@@ -152,3 +152,12 @@ def test_pt_inside_the_mar_reloads_standalone_with_the_tutorials_snippet(model_s
     assert out.returncode == 0, out.stderr
     label = out.stdout.strip().removeprefix("Prediction: ")
     assert label in CATS
+
+
+def test_the_default_archive_classifies_in_onnx_runtime_in_every_worker(server):
+    """The answers above would be the same from the .pt's fallback: the workers' log says which ran."""
+    assert server.client.predict("classifier", (SAMPLES / "rocket.jpg").read_bytes()).status == 200
+    log = (server.workdir / "logs" / "model_log.log").read_text()
+    loaded = [line for line in log.splitlines() if "classify in " in line and "classifier.pt" in line]
+    assert len(loaded) >= 2 and all("classify in onnxruntime," in line for line in loaded), loaded
+    assert "runtime onnxruntime unavailable" not in log
