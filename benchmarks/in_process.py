@@ -31,10 +31,11 @@ STAGES = ("decode", "preprocess", "classify")
 
 def extract_archive(mar: Path, destination: Path) -> Path:
     """Unpack a .mar as TorchServe does for a worker; returns the path of its .pt."""
+    from mar_builder.validation.mar_files import read_manifest
+
     with zipfile.ZipFile(mar) as archive:
         archive.extractall(destination)
-        manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
-    return destination / manifest["model"]["serializedFile"]
+    return destination / read_manifest(mar).serialized_file
 
 
 def load_handler(pt_path: Path, handler_overrides: Dict[str, Any] | None = None) -> Any:
@@ -100,22 +101,23 @@ class Limit:
 
 def machine_limit(pt_path: Path, seconds: float, handler_overrides: Dict[str, Any] | None = None) -> Limit:
     """Photos a second the whole machine could classify (one core's rate times the cores), and the stages."""
-    command = [sys.executable, "-m", "benchmarks.in_process", str(pt_path), "--seconds", str(seconds)]
-    command += ["--handler-settings", json.dumps(handler_overrides or {})]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"in-process measurement failed: {result.stderr.strip().splitlines()[-1:]}")
-    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    settings = json.dumps(handler_overrides or {})
+    measured = _in_own_process(pt_path, "--seconds", str(seconds), "--handler-settings", settings)
     return Limit(measured["per_core"] * (os.cpu_count() or 1), measured["stages"])
 
 
 def answers_of(pt_path: Path, photos: Path) -> Dict[str, Dict[str, float]]:
     """The archive's top-k answer for each JPEG and PNG under `photos`, through the handler in a process
     of its own, by path relative to `photos`."""
-    command = [sys.executable, "-m", "benchmarks.in_process", str(pt_path), "--answers", str(photos)]
+    return _in_own_process(pt_path, "--answers", str(photos))
+
+
+def _in_own_process(pt_path: Path, *options: str) -> Any:
+    """`python -m benchmarks.in_process PT OPTIONS...` in a process of its own: the JSON it prints."""
+    command = [sys.executable, "-m", "benchmarks.in_process", str(pt_path), *options]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"in-process answers failed: {result.stderr.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"in-process measurement failed: {result.stderr.strip().splitlines()[-1:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

@@ -42,15 +42,11 @@ def compare(workdir: Path, clients: Sequence[int], warmup: float, seconds: float
     shots = photo_shots()
     rows = []
     for setup, model in (*SETUPS, SETUPS[0]):
-        server = LocalTorchServe(workdir / f"serve-{len(rows)}", store, models=(f"{model}={model}.mar",))
-        server.start(wait_for=(model,))
-        try:
+        with LocalTorchServe(workdir / f"serve-{len(rows)}", store, models=(f"{model}={model}.mar",)) as server:
             warm_up(server.client, model, shots, 2 * warmup)
             for n in clients:
                 logger.info("%s, %d clients", setup, n)
                 rows.append(replace(measure(server, model, shots, n, warmup, seconds, setup), limit=1.0))
-        finally:
-            server.stop()
     lines = [
         "| setup | clients | photos/s | p50 ms | p99 ms | errors | CPU (% of a core): client, frontend, workers |",
         "|---|---|---|---|---|---|---|",

@@ -72,7 +72,7 @@ class ClassifierHandler:
             len(self.class_names),
             self.topk,
             self.classify.name,
-            " with oneDNN fusion" if getattr(self.classify, "onednn_fusion", False) else "",
+            " with oneDNN fusion" if self.classify.onednn_fusion else "",
             threads,
             self.device,
             warm_up_s,
@@ -103,7 +103,7 @@ class ClassifierHandler:
                         str(e)[:200],
                     )
                     runtime = TORCHSCRIPT
-                elif getattr(self.classify, "onednn_fusion", False):
+                elif self.classify.onednn_fusion:
                     logger.warning("oneDNN fusion failed on this network (%s); the .pt runs without it", str(e)[:200])
                     fusion = False
                 else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Union
 
 import torch
 
@@ -15,8 +15,6 @@ ONNXRUNTIME = "onnxruntime"
 RUNTIMES = (TORCHSCRIPT, ONNXRUNTIME)
 # The .pt's `classify` exported by mar_builder/build/onnx_export.py, packed beside the .pt.
 ONNX_FILE = "classify.onnx"
-
-Classify = Callable[[torch.Tensor], torch.Tensor]
 
 
 class TorchScriptClassify:
@@ -51,6 +49,7 @@ class OnnxRuntimeClassify:
     (N, classes) float32 out, as the .pt's `classify` gives them (verified at build time)."""
 
     name = ONNXRUNTIME
+    onednn_fusion = False  # a TorchScript switch: never in ONNX Runtime
 
     def __init__(self, path: str, threads: int) -> None:
         import onnxruntime
@@ -66,6 +65,9 @@ class OnnxRuntimeClassify:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         (probabilities,) = self.session.run(None, {self.input_name: batch.contiguous().numpy()})
         return torch.from_numpy(probabilities)
+
+
+Classify = Union[TorchScriptClassify, OnnxRuntimeClassify]  # a batch (N, ...) in, probabilities (N, classes) out
 
 
 def load_classify(

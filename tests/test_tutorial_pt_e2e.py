@@ -30,12 +30,8 @@ def served(tutorial_pt, tmp_path_factory):
         ["build", "--model-store", str(store), "--name", "landmarks", "--topk", str(TOPK), "--pt", str(tutorial_pt)]
     )
     assert code == 0
-    server = LocalTorchServe(tmp_path_factory.mktemp("torchserve"), store, models=("landmarks=landmarks.mar",))
-    server.start(wait_for=("landmarks",))
-    try:
+    with LocalTorchServe(tmp_path_factory.mktemp("torchserve"), store, models=("landmarks=landmarks.mar",)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def tutorial_answer(tutorial_pt, photo: str):

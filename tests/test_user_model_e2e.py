@@ -54,12 +54,8 @@ def served(user_files, tmp_path_factory):
         ]
     )
     assert code == 0
-    server = LocalTorchServe(tmp_path_factory.mktemp("torchserve"), store, models=("fish=fish.mar",))
-    server.start(wait_for=("fish",))
-    try:
+    with LocalTorchServe(tmp_path_factory.mktemp("torchserve"), store, models=("fish=fish.mar",)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def eager_topk(photo: str):

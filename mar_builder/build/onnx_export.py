@@ -14,7 +14,8 @@ from .runtimes import DEFAULT_RUNTIME, ONNX_FILE, TORCHSCRIPT
 
 logger = logging.getLogger(__name__)
 
-# ONNX Runtime 1.32 runs opsets up to 23; 18 is the newest the TorchScript-based exporter writes.
+# The TorchScript-based exporter writes opsets up to 20 and ONNX Runtime 1.32 runs them all; 18 also loads in
+# older ONNX Runtime releases (1.14 and later), such as an image's own.
 ONNX_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
 
@@ -78,8 +79,9 @@ def export_onnx(predictor: torch.jit.ScriptModule, output: Path) -> Path:
             # The TorchScript-based exporter converts exactly the graph that the .pt's checks passed, for every
             # .pt this tool writes (a scripted or traced network, a --pt Predictor with no eager module left),
             # in about 1 s. The torch.export-based one needs the eager module and took 14 s on the default.
-            with torchscript_deprecation_acknowledged(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # its own deprecation notice and constant-folding remarks
+            with warnings.catch_warnings():
+                # TorchScript's and the exporter's deprecation notices, and its constant-folding remarks.
+                warnings.simplefilter("ignore")
                 torch.onnx.export(
                     # eval(): a fresh wrapper is in training mode, and the exporter then takes the training
                     # branch of a scripted BatchNorm (batch statistics: 0.16 off on a small CNN).

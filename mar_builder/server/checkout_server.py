@@ -119,7 +119,7 @@ def start(
     server = LocalTorchServe(state_dir, model_store, models=[f"{n}={n}.mar" for n in names], config=config, ports=ports)
     check_free(server.properties)
     starting()
-    server.start(wait_for=names, timeout=timeout)
+    server.start(timeout=timeout)
     pid = int((state_dir / PID_FILE).read_text().split()[0])
     return RunningServer(state_dir, pid, server.properties)
 

@@ -31,7 +31,7 @@ class ServedArchive:
             (root / "store").mkdir()
             copy_answering_all_classes(self.mar, self.manifest, len(self.index), root / "store")
             self.server = LocalTorchServe(root / "torchserve", root / "store", models=(f"{name}={name}.mar",))
-            self.server.start(wait_for=(name,))
+            self.server.start()
         except ServerError as e:
             self.__exit__()
             raise ValidationError(f"TorchServe could not serve {self.mar.name}: {e}") from None
