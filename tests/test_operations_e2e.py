@@ -231,7 +231,7 @@ def test_scaling_2_3_1_2_under_load(server, caplog):
     )
     assert failed == in_flight_on_scale_down, describe(failed, down_start)  # no failure while scaling up
     assert len(failed) <= CLIENTS  # at most what was in flight when the two workers stopped
-    assert all(o.status >= 500 for o in failed)
+    assert all(o.status >= 500 for o in failed), describe(failed, down_start)  # status 0: the connection failed
     assert len(outcomes) - len(failed) >= 10 * CLIENTS
 
 
