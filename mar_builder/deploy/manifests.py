@@ -13,8 +13,8 @@ METRICS_PORT = 8082
 KSERVE_TORCHSERVE_PORT = 8085
 
 # Images whose TorchServe matches ours (0.12.0): KServe's runtime pins torchserve-kfs 0.9.0, whose
-# Python 3.9 cannot import the handler (`int | None`, `zip(strict=)`) and whose TorchServe has no token
-# settings. runtimeVersion swaps the tag of the runtime's image (pytorch/torchserve-kfs).
+# TorchServe has no token settings. runtimeVersion swaps the tag of the runtime's image
+# (pytorch/torchserve-kfs).
 KSERVE_RUNTIME_VERSION = "0.12.0"
 KUBERNETES_IMAGE = "pytorch/torchserve:0.12.0-cpu"
 STORAGE_URI_PLACEHOLDER = "s3://FILL-IN-BUCKET/models/{name}"
