@@ -24,7 +24,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt pyproje
 java:
 	@scripts/ensure_java.sh
 
-model_store/classifier.mar: $(STAMP) $(wildcard mar_builder/*.py mar_builder/build/*.py handler/*)
+model_store/classifier.mar: $(STAMP) $(wildcard mar_builder/*.py mar_builder/model/*.py mar_builder/archive/*.py handler/*)
 	./build_mar.sh
 
 build: model_store/classifier.mar

@@ -18,84 +18,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-import psutil
 import yaml
 from PIL import Image
 
 from benchmarks.in_process import STAGES, Limit, answers_of, extract_archive, load_handler, machine_limit
 from benchmarks.large_photos import DraftTradeoff, draft_tradeoffs, handle_ms, jpeg_of, median_ms
+from benchmarks.served import Row, measure, warm_up
 from benchmarks.stock_archive import STOCK_NAME, build_stock_archive, captum_installed
 from mar_builder.cli import main as build_main
-from mar_builder.server.load import Load, Shot, percentile, photo_shots
+from mar_builder.server.load import Shot, percentile, photo_shots
 from mar_builder.server.local_server import LocalTorchServe, TorchServeClient
 
 logger = logging.getLogger("benchmarks")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # handler.jpeg_draft_factor values compared on 12 MP photos: 1/2, 1/4 and 1/8 scale for them, and full.
 DRAFT_FACTORS = (4, 2, 1, 0)
-
-
-@dataclass(frozen=True)
-class Row:
-    setup: str
-    clients: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    client_cpu: float  # the load generator's CPU time over the window, as a fraction of one core
-    frontend_cpu: float  # TorchServe's frontend (the JVM), likewise
-    workers_cpu: float  # the model's worker processes together, likewise
-    limit: float = 0.0  # its runtime's (a), measured right before and right after its runtime's rows, averaged
-    baseline: float = 0.0  # likewise, (a) of the .pt as the workers ran it before this runtime work
-    images: int = 1  # photos per request; photos/s counts photos, not requests
-
-
-def server_cpu_seconds(server: LocalTorchServe) -> Tuple[float, float]:
-    """CPU seconds used so far by the server's frontend (the JVM) and by its Python processes (the workers)."""
-    frontend = workers = 0.0
-    for process in psutil.Process(server.process.pid).children(recursive=True):
-        try:
-            used, name = sum(process.cpu_times()[:2]), process.name()
-        except psutil.NoSuchProcess:
-            continue
-        if name == "java":
-            frontend += used
-        else:
-            workers += used
-    return frontend, workers
-
-
-def measure(
-    server: LocalTorchServe,
-    model: str,
-    shots: Sequence[Shot],
-    clients: int,
-    warmup: float,
-    seconds: float,
-    setup: str,
-    images: int = 1,
-) -> Row:
-    """Closed-loop load: `clients` clients back to back; counts what completes inside the window after warm-up."""
-    with Load(server.client, model, shots, clients=clients, timeout=120) as load:
-        time.sleep(warmup)
-        start, cpu_start, server_start = time.monotonic(), time.process_time(), server_cpu_seconds(server)
-        time.sleep(seconds)
-        end, cpu_end, server_end = time.monotonic(), time.process_time(), server_cpu_seconds(server)
-    window = [o for o in load.outcomes() if start <= o.ended <= end]
-    latencies = [o.latency * 1000 for o in window if o.status == 200]
-    return Row(
-        setup,
-        clients,
-        len(latencies) * images / (end - start),
-        percentile(latencies, 50),
-        percentile(latencies, 99),
-        sum(o.status != 200 for o in window),
-        (cpu_end - cpu_start) / (end - start),
-        (server_end[0] - server_start[0]) / (end - start),
-        (server_end[1] - server_start[1]) / (end - start),
-        images=images,
-    )
 
 
 def multi_image_shots(shots: Sequence[Shot], images: int) -> List[Shot]:
@@ -274,13 +211,6 @@ class LargePhotos:
     small_ms: float  # the 600x400 photos' whole path in process, one thread
     floor_ms: float  # eighth_scale_decode_ms of the 12 MP photos
     default_factor: int
-
-
-def warm_up(client: TorchServeClient, model: str, shots: Sequence[Shot], seconds: float) -> None:
-    """Load that is not measured: the frontend's JIT compiler and the workers' TorchScript profiling settle."""
-    logger.info("warming up %s for %.0f s", model, seconds)
-    with Load(client, model, shots, clients=4, timeout=120):
-        time.sleep(seconds)
 
 
 def report(

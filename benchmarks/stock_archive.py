@@ -5,10 +5,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from mar_builder.build.archive import archiver_command
-from mar_builder.build.default_model import imagenet_class_names, load_default_model
-from mar_builder.build.export import torchscript_deprecation_acknowledged, trace_network
+from mar_builder.archive.model_archive import archiver_command
 from mar_builder.errors import ExportError
+from mar_builder.model.default_model import imagenet_class_names, load_default_model
+from mar_builder.model.export import torchscript_deprecation_acknowledged, trace_network
 
 STOCK_NAME = "stock"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import List, Sequence
 
 from benchmarks import in_process  # noqa: F401  (puts tests/ on sys.path, for the tutorial's Predictor)
-from benchmarks.bench import Row, measure, warm_up
-from mar_builder.build.default_model import imagenet_class_names, load_default_model
+from benchmarks.served import Row, measure, warm_up
 from mar_builder.cli import main as build_main
+from mar_builder.model.default_model import imagenet_class_names, load_default_model
 from mar_builder.server.load import photo_shots
 from mar_builder.server.local_server import LocalTorchServe
 

@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 TORCHSCRIPT = "torchscript"
 ONNXRUNTIME = "onnxruntime"
 RUNTIMES = (TORCHSCRIPT, ONNXRUNTIME)
-# The .pt's `classify` exported by mar_builder/build/onnx_export.py, packed beside the .pt.
+# The .pt's `classify` exported by mar_builder/model/onnx_export.py, packed beside the .pt.
 ONNX_FILE = "classify.onnx"
 
 

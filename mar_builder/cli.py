@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Sequence
 
-from .build.model_flags import add_model_flags, pt_class_names, user_model_from_args
-from .build.runtimes import DEFAULT_RUNTIME, ONNXRUNTIME, RUNTIMES, TORCHSCRIPT
+from .archive.runtimes import DEFAULT_RUNTIME, ONNXRUNTIME, RUNTIMES, TORCHSCRIPT
 from .constants import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, DEFAULT_TOPK, REPO_ROOT
 from .deploy.command import add_deploy_parser, run_deploy
 from .errors import ExportError, ServeError, SettingsError, first_line
+from .model.model_flags import add_model_flags, pt_class_names, user_model_from_args
 from .server import predict_command, server_commands
 from .validation.flags import add_validate_flags
 
@@ -23,7 +23,7 @@ from .validation.flags import add_validate_flags
 # so that serve, stop, predict and scale start at once.
 
 if TYPE_CHECKING:
-    from .build.predictor import Predictor
+    from .model.predictor import Predictor
 
 logger = logging.getLogger("mar_builder")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
@@ -65,17 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_predictor() -> "Predictor":
     """The embedded default: EfficientNet-Lite0 with the 1000 ImageNet labels."""
-    from .build.default_model import imagenet_class_names, load_default_model
-    from .build.predictor import Predictor
+    from .model.default_model import imagenet_class_names, load_default_model
+    from .model.predictor import Predictor
 
     return Predictor(load_default_model(), imagenet_class_names())
 
 
 def write_pt(args: argparse.Namespace, output: Path) -> None:
     """Write the verified .pt that the flags describe to `output`; nothing is written on failure."""
-    from .build.class_names import log_class_names
-    from .build.export import export_predictor
-    from .build.user_model import build_predictor as build_user_predictor
+    from .model.class_names import log_class_names
+    from .model.export import export_predictor
+    from .model.user_model import build_predictor as build_user_predictor
 
     start = time.perf_counter()
     user_model = user_model_from_args(args)  # checks the flags first, --pt's included
@@ -99,11 +99,11 @@ def write_from_pt(pt: Path, output: Path, rebuild: bool, given_names: "List[str]
     """--pt: our own Predictor is copied as it is; any other scripted classifier is wrapped so that the
     handler serves it through its own forward, or with --rebuild exported as our Predictor.
     `given_names` (--classes) stand in for the class_names of a module that has none."""
-    from .build.class_names import log_class_names
-    from .build.export import export_predictor
-    from .build.model_sources import check_exported_pt, is_exported_predictor, load_pt
-    from .build.rebuild import rebuild_predictor
-    from .build.scripted_classifier import check_scripted_classifier, export_adapter
+    from .model.class_names import log_class_names
+    from .model.export import export_predictor
+    from .model.model_sources import check_exported_pt, is_exported_predictor, load_pt
+    from .model.rebuild import rebuild_predictor
+    from .model.scripted_classifier import check_scripted_classifier, export_adapter
 
     module = load_pt(pt)
     if is_exported_predictor(module):
@@ -149,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError(f"--version {args.version!r}: use letters, digits, '_', '-' or '.'")
     if args.topk < 1:
         raise SettingsError(f"--topk must be at least 1, got {args.topk}")
-    from .build.archive import pack_archive
-    from .build.onnx_export import runtime_files
+    from .archive.model_archive import pack_archive
+    from .model.onnx_export import runtime_files
 
     with tempfile.TemporaryDirectory(prefix="mar_builder-") as tmp:
         pt_path = Path(tmp) / f"{args.name}.pt"

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from mar_builder.build.export import export_predictor
-from mar_builder.build.predictor import Predictor
 from mar_builder.cli import main as build_main
+from mar_builder.model.export import export_predictor
+from mar_builder.model.predictor import Predictor
 from mar_builder.server.local_server import LocalTorchServe
 
 

@@ -14,8 +14,8 @@ from conftest import TinyCNN, class_names
 from user_model_files import ARCH, NAMES, custom_network, run, write_user_files
 
 from mar_builder import cli
-from mar_builder.build import export
-from mar_builder.build.predictor import Predictor
+from mar_builder.model import export
+from mar_builder.model.predictor import Predictor
 
 SMALL = ["--resize", "72", "--crop", "64"]  # keeps the torchvision network fast
 

@@ -10,7 +10,7 @@ from conftest import TinyCNN
 from user_model_files import ARCH, custom_network, run, write_user_files
 
 from mar_builder import cli
-from mar_builder.build import export
+from mar_builder.model import export
 
 
 @pytest.fixture

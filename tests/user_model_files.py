@@ -6,8 +6,8 @@ from typing import List, Sequence, Tuple
 import torch
 import torchvision
 
-from mar_builder.build.model_sources import build_from_model_file
 from mar_builder.cli import main
+from mar_builder.model.model_sources import build_from_model_file
 
 NETWORKS_PY = """
 import collections

@@ -11,15 +11,15 @@ import torchvision.transforms as T
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from ..build.export import torchscript_deprecation_acknowledged
 from ..errors import ValidationError
+from ..model.export import torchscript_deprecation_acknowledged
 
 EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
 class PtSettings:
-    """What the exported Predictor carries besides its network (see mar_builder/build/predictor.py)."""
+    """What the exported Predictor carries besides its network (see mar_builder/model/predictor.py)."""
 
     class_names: Tuple[str, ...]  # output i is class_names[i]
     mean: Tuple[float, ...]  # per channel (R, G, B), of pixels in [0, 1]
@@ -109,7 +109,7 @@ def eager_network(settings: PtSettings, default_model: bool, user_flags: Dict[st
     if default_model and given:
         raise ValidationError(f"--default-model excludes {', '.join('--' + k.replace('_', '-') for k in given)}")
     if default_model:
-        from ..build.default_model import imagenet_class_names, load_default_model
+        from ..model.default_model import imagenet_class_names, load_default_model
 
         if list(settings.class_names) != imagenet_class_names():
             raise ValidationError(
@@ -118,8 +118,8 @@ def eager_network(settings: PtSettings, default_model: bool, user_flags: Dict[st
         return load_default_model()
     if not given:
         return None
-    from ..build.model_sources import parse_model_kwargs
-    from ..build.user_model import Preprocessing, UserModel, build_predictor
+    from ..model.model_sources import parse_model_kwargs
+    from ..model.user_model import Preprocessing, UserModel, build_predictor
 
     kwargs = dict(user_flags)
     if kwargs.get("model_kwargs") is not None:

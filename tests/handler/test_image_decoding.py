@@ -2,7 +2,6 @@ import io
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import image_decoding
 import numpy as np
@@ -14,6 +13,7 @@ from image_variants import SAMPLES, all_variants, encode, exif_rotated_jpeg, sam
 from PIL import Image
 from request_errors import ImageTooLarge, InvalidImage
 
+from mar_builder.constants import REPO_ROOT
 from mar_builder.server.soak import png_header
 
 CAT = sample("chelsea.png")  # 451x300
@@ -134,9 +134,8 @@ except ImageTooLarge as e:
 
 def test_png_bomb_is_refused_without_allocating_its_pixels():
     """A 30000x30000 PNG of about 110 KB would take 900 MB decoded; refusing it must cost ~nothing."""
-    here = Path(__file__).resolve().parent
     out = subprocess.run(
-        [sys.executable, "-c", BOMB_PEAK_RSS, str(here.parent / "handler"), str(here)],
+        [sys.executable, "-c", BOMB_PEAK_RSS, str(REPO_ROOT / "handler"), str(REPO_ROOT / "tests")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -201,7 +200,7 @@ def test_a_jpeg_cut_between_the_two_bytes_of_its_end_marker_is_accepted():
 
 
 # The JPEG fast path (simplejpeg) must give exactly the pixels of the Pillow path it replaces.
-IMAGENET_SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "imagenet-sample"
+IMAGENET_SAMPLE = REPO_ROOT.parent / "shared" / "imagenet-sample"
 
 
 def pillow_path(monkeypatch, data: bytes, min_side: int | None) -> torch.Tensor:

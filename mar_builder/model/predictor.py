@@ -12,19 +12,25 @@ from ..constants import DEFAULT_CROP_SIZE, DEFAULT_MEAN, DEFAULT_RESIZE_SIZE, DE
 
 
 class UInt8Resize(T.Resize):
-    """torchvision's Resize (bilinear, antialiased), run on uint8 images as uint8 on the CPU.
+    """torchvision's Resize (bilinear, antialiased), with torch's uint8 kernel for uint8 images on the CPU.
 
     T.Resize converts a uint8 image to float, resizes and rounds back; torch's own uint8 kernel gives
     the same image within one grey level, several times faster (a 12-megapixel photo in ~15 ms rather
-    than ~300 ms). Float images, and images on other devices, take T.Resize's own path.
+    than ~300 ms). Other images are resized in float, rounded back to uint8 as T.Resize does.
+
+    The kernel is called as `aten::_upsample_bilinear2d_aa` rather than through F.interpolate: a scripted
+    F.interpolate carries every mode's branch, and newer torch adds modes (lanczos) whose operators older
+    torch cannot load. TorchServe's official 0.12.0 images carry torch 2.4.0.
     """
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        if img.dtype != torch.uint8 or img.device.type != "cpu":
-            return TF.resize(img, self.size, self.interpolation, self.max_size, self.antialias)
         size = TF._compute_resized_output_size((img.shape[-2], img.shape[-1]), self.size, self.max_size)
         batch = img if img.dim() == 4 else img.unsqueeze(0)
-        resized = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+        if batch.is_floating_point() or (batch.dtype == torch.uint8 and batch.device.type == "cpu"):
+            resized = torch.ops.aten._upsample_bilinear2d_aa(batch, size, False, None, None)
+        else:
+            resized = torch.ops.aten._upsample_bilinear2d_aa(batch.float(), size, False, None, None)
+            resized = resized.round().to(batch.dtype)
         return resized if img.dim() == 4 else resized.squeeze(0)
 
 

@@ -13,13 +13,14 @@ import yaml
 from conftest import TinyCNN, class_names
 from torch import nn
 
-from mar_builder.build import onnx_export, runtimes
-from mar_builder.build.export import export_predictor, random_images
-from mar_builder.build.onnx_export import export_onnx, runtime_files, verify_onnx
-from mar_builder.build.predictor import Predictor
-from mar_builder.build.scripted_classifier import export_adapter
+from mar_builder.archive import runtimes
 from mar_builder.cli import main
 from mar_builder.errors import ExportError, SettingsError
+from mar_builder.model import onnx_export
+from mar_builder.model.export import export_predictor, random_images
+from mar_builder.model.onnx_export import export_onnx, runtime_files, verify_onnx
+from mar_builder.model.predictor import Predictor
+from mar_builder.model.scripted_classifier import export_adapter
 
 
 def load(path):

@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import TinyCNN, class_names
 
-from mar_builder.build.export import export_predictor, verify_exported
-from mar_builder.build.predictor import Predictor
 from mar_builder.errors import ExportError
+from mar_builder.model.export import export_predictor, verify_exported
+from mar_builder.model.predictor import Predictor
 
 Features = collections.namedtuple("Features", "pooled")
 

@@ -1,6 +1,6 @@
 """The runtimes that can run a Predictor's `classify` in the workers; torch-free, for the command line.
 
-The handler has the same names (handler/classify_runtime.py; tests/test_onnx_export.py keeps them equal).
+The handler has the same names (handler/classify_runtime.py; tests/model/test_onnx_export.py keeps them equal).
 """
 
 TORCHSCRIPT = "torchscript"  # the .pt itself

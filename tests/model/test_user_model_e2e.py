@@ -8,8 +8,8 @@ from image_variants import SAMPLES
 from PIL import Image
 from torch import nn
 
-from mar_builder.build.predictor import Predictor
 from mar_builder.cli import main as build_main
+from mar_builder.model.predictor import Predictor
 from mar_builder.server.local_server import LocalTorchServe
 
 pytestmark = pytest.mark.e2e

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from mar_builder.build.model_flags import user_model_from_args
-from mar_builder.build.user_model import Preprocessing
 from mar_builder.cli import build_parser
 from mar_builder.errors import ModelSourceError, SettingsError
+from mar_builder.model.model_flags import user_model_from_args
+from mar_builder.model.user_model import Preprocessing
 
 
 def parse(*flags: str):

@@ -10,8 +10,8 @@ import torch
 from conftest import TinyCNN
 from torch import nn
 
-from mar_builder.build.checkpoints import find_weights, load_checkpoint, load_weights, match_network_keys
 from mar_builder.errors import CheckpointError
+from mar_builder.model.checkpoints import find_weights, load_checkpoint, load_weights, match_network_keys
 
 
 def trained(num_classes: int = 5, seed: int = 1) -> nn.Module:

@@ -5,8 +5,8 @@ import pytest
 import torchvision
 from PIL import Image
 
-from mar_builder.build.class_names import class_names_from_dir, log_class_names, read_class_names, validate_class_names
 from mar_builder.errors import ClassNamesError
+from mar_builder.model.class_names import class_names_from_dir, log_class_names, read_class_names, validate_class_names
 
 NAMES = ["Eiffel Tower", "Big Ben", "Taj Mahal"]
 

@@ -5,7 +5,7 @@ import zipfile
 import pytest
 import yaml
 
-from mar_builder.build.archive import REPO_ROOT, handler_extra_files, pack_archive
+from mar_builder.archive.model_archive import REPO_ROOT, handler_extra_files, pack_archive
 from mar_builder.errors import ExportError
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-HANDLER_DIR = Path(__file__).resolve().parent.parent / "handler"
+from mar_builder.constants import REPO_ROOT
+
+HANDLER_DIR = REPO_ROOT / "handler"
 IMAGE_PYTHON = "3.9"
 
 # Under Python 3.9, with the third-party packages replaced by stand-ins that accept any attribute:

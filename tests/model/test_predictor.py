@@ -3,8 +3,8 @@ import torch
 import torchvision.transforms as T
 from conftest import TinyCNN, class_names
 
-from mar_builder.build.export import script_predictor
-from mar_builder.build.predictor import Predictor, UInt8Resize
+from mar_builder.model.export import script_predictor
+from mar_builder.model.predictor import Predictor, UInt8Resize
 
 
 def test_scripted_matches_eager_on_uint8_and_float_batches(tiny_predictor):

@@ -12,7 +12,7 @@ from image_variants import encode, sample
 from malloc_tuning import keep_freed_buffers
 from request_forms import raw
 
-from mar_builder.build.onnx_export import export_onnx
+from mar_builder.model.onnx_export import export_onnx
 
 CAT_JPEG = encode(sample("chelsea.png"), "JPEG")
 SMALL_PNG = encode(sample("coffee.png").resize((40, 30)), "PNG")

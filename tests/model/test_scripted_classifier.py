@@ -15,11 +15,11 @@ from torch import nn
 from tutorial_predictor import LANDMARKS, SmallCNN, save_tutorial_pt
 from user_model_files import run
 
-from mar_builder.build.model_sources import check_exported_pt
-from mar_builder.build.rebuild import REBUILD_TOLERANCE, rebuild_predictor
-from mar_builder.build.scripted_classifier import to_tensor
 from mar_builder.constants import FULL_DECODE_RESIZE_SIZE
 from mar_builder.errors import ModelSourceError
+from mar_builder.model.model_sources import check_exported_pt
+from mar_builder.model.rebuild import REBUILD_TOLERANCE, rebuild_predictor
+from mar_builder.model.scripted_classifier import to_tensor
 
 # Large enough that the handler's default JPEG draft (short side >= 4 x 256) would decode it at half scale.
 LARGE_JPEG = encode(sample("chelsea.png").resize((3200, 2128)), "JPEG", quality=90)

@@ -8,9 +8,9 @@ from typing import Tuple
 import torch
 from torch import nn
 
+from ..archive.runtimes import DEFAULT_RUNTIME, ONNX_FILE, TORCHSCRIPT
 from ..errors import ExportError, SettingsError, first_line
 from .export import random_images, staged_file, torchscript_deprecation_acknowledged
-from .runtimes import DEFAULT_RUNTIME, ONNX_FILE, TORCHSCRIPT
 
 logger = logging.getLogger(__name__)
 

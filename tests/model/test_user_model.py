@@ -7,10 +7,10 @@ import torchvision
 from conftest import TinyCNN, class_names
 from torch import nn
 
-from mar_builder.build.model_sources import build_from_model_file
-from mar_builder.build.predictor import Predictor
-from mar_builder.build.user_model import Preprocessing, UserModel, build_predictor, check_network_output
 from mar_builder.errors import CheckpointError, ClassNamesError, ModelSourceError, SettingsError
+from mar_builder.model.model_sources import build_from_model_file
+from mar_builder.model.predictor import Predictor
+from mar_builder.model.user_model import Preprocessing, UserModel, build_predictor, check_network_output
 
 NET_PY = """
 import torch

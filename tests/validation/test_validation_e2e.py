@@ -14,8 +14,8 @@ import pytest
 import yaml
 from validation_data import BROKEN, CLASSES, PHOTOS_PER_CLASS, ROTATED, UNKNOWN, build_archive, write_photos
 
-from mar_builder.build.archive import REPO_ROOT
 from mar_builder.cli import main
+from mar_builder.constants import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -5,16 +5,16 @@ import torch
 from conftest import TinyCNN, class_names
 from torch import nn
 
-from mar_builder.build.export import script_predictor
-from mar_builder.build.model_sources import (
+from mar_builder.errors import ClassNamesError, ModelSourceError
+from mar_builder.model.export import script_predictor
+from mar_builder.model.model_sources import (
     build_architecture,
     build_from_model_file,
     check_exported_pt,
     classification_architectures,
     parse_model_kwargs,
 )
-from mar_builder.build.predictor import Predictor
-from mar_builder.errors import ClassNamesError, ModelSourceError
+from mar_builder.model.predictor import Predictor
 
 NET_PY = """
 import torch
