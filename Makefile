@@ -4,21 +4,28 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The kserve SDK's own venv: its pins (psutil<6) cannot share TorchServe's (requirements-clients.txt).
+CLIENTS_VENV := .venv-clients
+CLIENTS_STAMP := $(CLIENTS_VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: venv java build demo serve predict stop test lint clean scale soak bench validate
 
-venv: $(STAMP)
+venv: $(STAMP) $(CLIENTS_STAMP)
 
 # Re-installs only when the pinned requirements change; pip takes torch from wheels on disk.
-$(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "error: Python 3.11 is required, got " + sys.version.split()[0])'
 	@echo "Installing the pinned stack into $(VENV): torch, torchvision, TorchServe, the default model (about 2-3 minutes the first time)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps $$(grep '^kserve==' requirements-clients.txt)
-	$(PY) -m pip install -q --disable-pip-version-check $$(grep -v -e '^#' -e '^kserve==' requirements-clients.txt)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+$(CLIENTS_STAMP): requirements-clients.txt
+	@echo "Installing the kserve SDK into $(CLIENTS_VENV), for the deploy tests' client calls"
+	test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-clients.txt
 	touch $@
 
 java:
