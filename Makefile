@@ -66,7 +66,7 @@ SOAK_SECONDS ?= 180
 soak: venv java build
 	$(PY) -m mar_builder.server.soak --seconds $(SOAK_SECONDS)
 
-# An archive of model_store/ on labelled photos: eager vs .pt vs served (see README, Validate); exits 1
+# An archive of model_store/ on labelled photos: eager vs .pt vs served (see docs/validate.md); exits 1
 # below the agreement threshold. VALIDATE_ARGS passes options on, e.g. VALIDATE_ARGS="--labels-csv labels.csv".
 validate: venv java $(if $(filter-out classifier,$(GIVEN_NAME)),,build)
 	@test -n "$(DATA)" || { echo "usage: make validate DATA=DIR [NAME=classifier] [VALIDATE_ARGS=...]" >&2; exit 2; }

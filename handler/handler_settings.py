@@ -31,7 +31,7 @@ class HandlerSettings:
     runtime: str = TORCHSCRIPT
     # For the .pt: torch.jit.freeze it (folds batch norms and weights into the graph), run the network on
     # NHWC batches, and let oneDNN fuse convolutions with what follows them on the CPU (classify in 0.74x
-    # the time here: README, Performance).
+    # the time here: docs/performance.md).
     freeze: bool = True
     channels_last: bool = True
     onednn_fusion: bool = True

@@ -16,7 +16,7 @@ M_MMAP_THRESHOLD = -3
 # unmaps them after each call, so the next call page-faults them in again (3,000-6,000 faults a call for
 # the frozen TorchScript at batch 2, which then took 15-17 ms an image instead of 11). Both settings are
 # needed: either alone made it worse. These are the values of the MALLOC_*_ environment variables that
-# removed the faults (see README, Performance).
+# removed the faults (see docs/performance.md).
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 1_000_000_000
 ENVIRONMENT_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")

@@ -7,6 +7,6 @@ TORCHSCRIPT = "torchscript"  # the .pt itself
 ONNXRUNTIME = "onnxruntime"  # classify.onnx, exported from the .pt at build time
 RUNTIMES = (ONNXRUNTIME, TORCHSCRIPT)
 # The fastest runtime here that gave the same top-1 as the .pt on all 200 photos of the shared ImageNet
-# sample (README, Performance).
+# sample (docs/performance.md).
 DEFAULT_RUNTIME = ONNXRUNTIME
 ONNX_FILE = "classify.onnx"

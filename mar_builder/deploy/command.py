@@ -163,7 +163,7 @@ def add_deploy_parser(commands: Any) -> None:
     deploy.add_argument("--protocol", choices=("v1", "v2"), default="v1", help="KServe protocolVersion (default: v1)")
     deploy.add_argument("--mar", type=Path, help="the archive (default: model_store/<name>.mar)")
     deploy.add_argument("--storage-uri", default="", help="where you upload --out (default: a placeholder to fill in)")
-    deploy.add_argument("--image", default="", help="a TorchServe image instead of the default (see the README)")
+    deploy.add_argument("--image", default="", help="a TorchServe image instead of the default (see docs/deploy.md)")
     deploy.add_argument("--min-replicas", type=int, default=1)
     deploy.add_argument("--max-replicas", type=int, default=4)
     deploy.add_argument("--verbose", action="store_true", help="show tracebacks")

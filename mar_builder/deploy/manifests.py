@@ -19,7 +19,7 @@ KSERVE_RUNTIME_VERSION = "0.12.0"
 KUBERNETES_IMAGE = "pytorch/torchserve:0.12.0-cpu"
 STORAGE_URI_PLACEHOLDER = "s3://FILL-IN-BUCKET/models/{name}"
 
-# Sized from the README's Performance section (2-core machine): 2 workers with 1 torch thread each
+# Sized from docs/performance.md (2-core machine): 2 workers with 1 torch thread each
 # took 181 % of a core at 4 clients (the frontend another 10 %), and the soak measured the two
 # workers' RSS at 1.3 GB together (1335.9 MB after warm-up, 1334.7 MB at the end).
 CPU = "2"
@@ -178,7 +178,7 @@ def kubernetes_manifests(s: ManifestSettings) -> List[Dict[str, Any]]:
                 },
                 "spec": {
                     "containers": [container],
-                    # The layout: config/ and model-store/, uploaded to this claim (see the README).
+                    # The layout: config/ and model-store/, uploaded to this claim (see docs/deploy.md).
                     "volumes": [{"name": "model", "persistentVolumeClaim": {"claimName": f"{s.name}-model"}}],
                 },
             },

@@ -181,7 +181,7 @@ def test_the_pod_runs_the_layouts_config_with_only_paths_and_ports_changed(pod):
 
 
 def test_probes_and_the_kserve_wrapper_need_no_token_in_the_pod(pod):
-    # Token authorization is off in the layout (README: Security in a cluster): what the kubelet's
+    # Token authorization is off in the layout (docs/deploy.md, Security in a cluster): what the kubelet's
     # /ping probe and the kserve wrapper send, requests without a key, must be answered.
     assert not pod.client.key_file.exists()
     assert pod.client.request("GET", pod.client.inference_url + "/ping").status == 200

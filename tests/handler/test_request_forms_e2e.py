@@ -1,4 +1,4 @@
-"""Every request form the README lists, through a real TorchServe: the README's own commands, a 5 MB photo."""
+"""Every request form docs/serving.md lists, through a real TorchServe: its own commands, a 5 MB photo."""
 
 import base64
 import json
@@ -31,7 +31,7 @@ def photo(tmp_path_factory) -> Path:
 
 
 def curl(server, *args: str, cwd: Path | None = None) -> Tuple[int, str, Any]:
-    """Run curl as the README does, in `cwd`; (status, content type, parsed JSON body)."""
+    """Run curl as docs/serving.md does, in `cwd`; (status, content type, parsed JSON body)."""
     key = ["-H", f"Authorization: Bearer {server.client.token('inference')}"]
     url = f"{server.client.inference_url}/predictions/{MODEL}"
     out = subprocess.run(
@@ -60,11 +60,11 @@ def close(answer: Dict[str, float], reference: Dict[str, float]) -> bool:
 
 def test_every_readme_form_answers_a_5_mb_photo_alike(server, photo):
     folder = photo.parent
-    # The README's preparation steps: base64 in a file, and JSON built around it in a file.
+    # docs/serving.md's preparation steps: base64 in a file, and JSON built around it in a file.
     shell("base64 -w0 photo.jpg > photo.b64", folder)
     shell("base64 photo.jpg > wrapped.b64", folder)
     shell("""(printf '{"data": "'; base64 -w0 photo.jpg; printf '"}') > request.json""", folder)
-    # The README's two-image JSON, verbatim.
+    # docs/serving.md's two-image JSON, verbatim.
     shell("cp photo.jpg a.jpg; cp photo.jpg b.jpg", folder)
     shell(
         """(printf '{"instances": [{"data": "'; base64 -w0 a.jpg; printf '"}, {"data": "'; base64 -w0 b.jpg
