@@ -23,6 +23,7 @@ IMAGE_STAMP = IMAGE_VENV / ".installed"  # written by `make image-venv` once eve
 ARCH = "squeezenet1_1"
 CLASSES = ["Eiffel Tower", "Big Ben", "Taj Mahal", "Colosseum"]
 SMALL = ["--resize", "160", "--crop", "128"]
+NUM_CLASSES_KWARGS = f'{{"num_classes": {len(CLASSES)}}}'
 
 
 def require_image_stack() -> None:
@@ -82,7 +83,8 @@ IMAGE_STACK_ARCHIVES = [
     ImageStackArchive(  # a network TorchScript cannot script: traced
         "traced",
         lambda src: [
-            *("--model-file", f"{src}/networks.py:Unscriptable", "--weights", str(src / "Unscriptable.pt")),
+            *("--model-file", f"{src}/networks.py:Unscriptable", "--model-kwargs", NUM_CLASSES_KWARGS),
+            *("--weights", str(src / "Unscriptable.pt")),
             *("--classes", str(src / "classes.txt"), *SMALL),
         ],
     ),

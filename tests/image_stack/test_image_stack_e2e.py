@@ -101,8 +101,9 @@ def test_answers_match_the_main_stack(image_stack_server, main_stack_answers, na
     expected = main_stack_answers[name]
     problems = [f"{photo}: {p}" for photo in PHOTOS for p in differences(expected[photo], got[photo])]
     assert not problems, "\n".join(problems)
-    top1 = {next(iter(answer)) for answer in expected.values()}
-    assert len(top1) > 1 or name == "classifier", f"every photo gets {top1}: the comparison would prove little"
+    # Photos that all got one answer would prove little about the weights and the preprocessing.
+    distinct = {tuple(round(p, 2) for p in answer.values()) for answer in expected.values()}
+    assert len(distinct) > 1, f"every photo gets the same answer: {expected[next(iter(PHOTOS))]}"
 
 
 def test_workers_log_what_they_fall_back_to(image_stack_server):
