@@ -101,6 +101,9 @@ def test_answers_match_the_main_stack(image_stack_server, main_stack_answers, na
     expected = main_stack_answers[name]
     problems = [f"{photo}: {p}" for photo in PHOTOS for p in differences(expected[photo], got[photo])]
     assert not problems, "\n".join(problems)
+    common = {photo: got[photo].keys() & expected[photo].keys() for photo in PHOTOS}
+    largest = max(abs(expected[photo][label] - got[photo][label]) for photo in PHOTOS for label in common[photo])
+    print(f"{name}: largest probability difference from the main stack {largest:.1e}")  # shown with -s
     # Photos that all got one answer would prove little about the weights and the preprocessing.
     distinct = {tuple(round(p, 2) for p in answer.values()) for answer in expected.values()}
     assert len(distinct) > 1, f"every photo gets the same answer: {expected[next(iter(PHOTOS))]}"
