@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from image_stack import IMAGE_STACK_ARCHIVES, IMAGE_TORCHSERVE, require_image_stack, write_sources
+from image_stack_setup import IMAGE_STACK_ARCHIVES, IMAGE_TORCHSERVE, require_image_stack, write_sources
 from image_variants import SAMPLES, all_variants, sample
 
 from mar_builder import cli

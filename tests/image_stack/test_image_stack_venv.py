@@ -3,7 +3,7 @@ requirements-image.txt, and neither onnxruntime nor simplejpeg."""
 
 import json
 
-from image_stack import run_in_image_stack
+from image_stack_setup import run_in_image_stack
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 

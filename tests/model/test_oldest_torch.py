@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 from conftest import TinyCNN, class_names
-from image_stack import run_in_image_stack
+from image_stack_setup import run_in_image_stack
 from torch import nn
 from tutorial_predictor import save_tutorial_pt
 
