@@ -4,10 +4,10 @@
 # fails: each candidate is run, not just found.
 set -u
 candidates=(python3.9)
-if command -v pyenv >/dev/null 2>&1; then
-    root=$(pyenv root)
-    for dir in "$root"/versions/3.9*; do candidates+=("$dir/bin/python3.9"); done
-fi
+root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")  # pyenv's versions, on PATH or not
+for dir in "$root"/versions/3.9*; do
+    if [ -d "$dir" ]; then candidates+=("$dir/bin/python3.9"); fi
+done
 candidates+=(/usr/bin/python3.9 /usr/local/bin/python3.9)
 for python in "${candidates[@]}"; do
     if "$python" -c 'import sys, venv; sys.exit(sys.version_info[:2] != (3, 9))' >/dev/null 2>&1; then
