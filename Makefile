@@ -82,7 +82,30 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 bench: venv java $(BENCH_STAMP)
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
-test: venv java lint
+# The image stack: TorchServe's official 0.12.0 images' Python (3.9) and pins, for the e2e tests in tests/image_stack/.
+IMAGE_VENV := .venv-image
+IMAGE_STAMP := $(IMAGE_VENV)/.installed
+# The image stack's wheels, kept outside the checkout: pip's own cache stays empty here (the index's answers are
+# not cached), and a fresh clone on the same machine (CI) then installs without downloading 3 GB again.
+IMAGE_WHEELS ?= $(HOME)/.cache/mar-builder/image-wheels
+.PHONY: image-venv
+
+# requirements-image.txt into .venv-image with Python 3.9: torch 2.4.0 from PyPI is a CUDA build with its
+# nvidia-* wheels, about 3 GB: 18 minutes the first time on this machine, then from IMAGE_WHEELS (docs/images.md).
+# Fails, saying why, where no Python 3.9 can be found: `make test` needs this stack.
+image-venv: $(IMAGE_STAMP)
+
+$(IMAGE_STAMP): requirements-image.txt
+	@echo "Installing TorchServe's official image stack into $(IMAGE_VENV): Python 3.9, torch 2.4.0, TorchServe 0.12.0 (about 3 GB the first time)"
+	@test -x $(IMAGE_VENV)/bin/python || { python39="$${PYTHON39:-$$(scripts/find_python39.sh)}" && \
+	  "$$python39" -m venv $(IMAGE_VENV); }
+	@$(IMAGE_VENV)/bin/python -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 9) else "error: $(IMAGE_VENV) is not Python 3.9 (" + sys.version.split()[0] + "): rm -r $(IMAGE_VENV) and make image-venv")'
+	$(IMAGE_VENV)/bin/python -m pip download -q --disable-pip-version-check -d $(IMAGE_WHEELS) -r requirements-image.txt
+	$(IMAGE_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-index --find-links $(IMAGE_WHEELS) \
+	  -r requirements-image.txt
+	touch $@
+
+test: venv image-venv java lint
 	$(PY) -m pytest
 
 lint: venv

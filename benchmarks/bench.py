@@ -81,6 +81,10 @@ LIMIT_SETUPS = {
     "torchscript": ("torchscript", {}),
     "onnxruntime": ("onnxruntime", {}),
 }
+# The .pt on TorchServe 0.12.0's official image stack (make image-venv; docs/images.md): its Python 3.9, torch
+# 2.4.0 and Pillow, no simplejpeg; measured where .venv-image is installed, with the same archive and settings.
+IMAGE_STACK = "torchscript, image stack (torch 2.4.0)"
+IMAGE_PYTHON = Path(__file__).resolve().parent.parent / ".venv-image" / "bin" / "python"
 
 
 def build_archives(store: Path, runtimes: Sequence[str], handler_settings: Dict[str, object]) -> None:
@@ -125,12 +129,18 @@ def run(args: argparse.Namespace) -> List[str]:
     # This shared machine's speed drifts by 10-20 % within minutes: every in-process limit is measured
     # before and after each runtime's rows, and each row is compared with the mean of the two around it.
     setups = {key: (pts[runtime], overrides) for key, (runtime, overrides) in LIMIT_SETUPS.items() if runtime in pts}
+    pythons = {key: sys.executable for key in setups}
+    if IMAGE_PYTHON.exists():
+        setups[IMAGE_STACK], pythons[IMAGE_STACK] = (pts["torchscript"], {}), str(IMAGE_PYTHON)
+    else:
+        logger.info("no %s (make image-venv): the image stack's limit is left out", IMAGE_PYTHON.parent.parent)
     limits: Dict[str, List[Limit]] = {key: [] for key in setups}
 
     def measure_limits() -> None:
         for key, (pt, overrides) in setups.items():
             logger.info("(a) in-process limit of %s, %.0f s on one thread", key, args.limit_seconds)
-            limits[key].append(machine_limit(pt, args.limit_seconds, {**dict(args.handler_setting), **overrides}))
+            settings = {**dict(args.handler_setting), **overrides}
+            limits[key].append(machine_limit(pt, args.limit_seconds, settings, python=pythons[key]))
 
     measure_limits()
     rows: List[Row] = []

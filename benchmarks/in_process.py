@@ -5,6 +5,8 @@ has one: what a handler switches for its whole process (oneDNN fusion, glibc's m
 carry over from one measurement to the next.
 """
 
+from __future__ import annotations  # runs on the image stack's Python 3.9 too (bench's image-stack limit)
+
 import argparse
 import json
 import os
@@ -84,7 +86,7 @@ def stage_ms(handler: Any, photos: Sequence[bytes], rounds: int = 5) -> Dict[str
             t2 = time.perf_counter()
             handler.classify(crop.unsqueeze(0)).topk(handler.topk, dim=1)
             t3 = time.perf_counter()
-            for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2)):  # noqa: B905 (no strict=: Python 3.9 too)
                 times[stage].append(seconds * 1000)
         for stage in STAGES:
             per_photo[stage].append(statistics.median(times[stage]))
@@ -99,10 +101,13 @@ class Limit:
     stages: Dict[str, float]  # stage_ms
 
 
-def machine_limit(pt_path: Path, seconds: float, handler_overrides: Dict[str, Any] | None = None) -> Limit:
-    """Photos a second the whole machine could classify (one core's rate times the cores), and the stages."""
+def machine_limit(
+    pt_path: Path, seconds: float, handler_overrides: Dict[str, Any] | None = None, python: str = sys.executable
+) -> Limit:
+    """Photos a second the whole machine could classify (one core's rate times the cores), and the stages;
+    `python` runs the measurement (another venv's: the image stack's)."""
     settings = json.dumps(handler_overrides or {})
-    measured = _in_own_process(pt_path, "--seconds", str(seconds), "--handler-settings", settings)
+    measured = _in_own_process(pt_path, "--seconds", str(seconds), "--handler-settings", settings, python=python)
     return Limit(measured["per_core"] * (os.cpu_count() or 1), measured["stages"])
 
 
@@ -112,9 +117,9 @@ def answers_of(pt_path: Path, photos: Path) -> Dict[str, Dict[str, float]]:
     return _in_own_process(pt_path, "--answers", str(photos))
 
 
-def _in_own_process(pt_path: Path, *options: str) -> Any:
+def _in_own_process(pt_path: Path, *options: str, python: str = sys.executable) -> Any:
     """`python -m benchmarks.in_process PT OPTIONS...` in a process of its own: the JSON it prints."""
-    command = [sys.executable, "-m", "benchmarks.in_process", str(pt_path), *options]
+    command = [python, "-m", "benchmarks.in_process", str(pt_path), *options]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"in-process measurement failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -131,8 +136,6 @@ def _answers(handler: Any, context: Any, photos: Path) -> Dict[str, Dict[str, fl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mar_builder.server.load import photo_shots
-
     parser = argparse.ArgumentParser(description="one thread's photos/s and stage times, printed as JSON")
     parser.add_argument("pt", type=Path, help="the .pt of an unpacked archive (its model-config.yaml beside it)")
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -144,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.answers is not None:
         print(json.dumps(_answers(handler, context, args.answers)))
         return 0
-    photos = [shot.body for shot in photo_shots()]
+    # The samples, as mar_builder.server.load.photo_shots sends them (not imported: the image stack runs this too).
+    photos = [p.read_bytes() for p in sorted((REPO_ROOT / "samples").iterdir()) if p.suffix in (".png", ".jpg")]
     per_core = photos_per_second_per_core(handler, context, photos, args.seconds)
     print(json.dumps({"per_core": per_core, "stages": stage_ms(handler, photos), "runtime": handler.classify.name}))
     return 0

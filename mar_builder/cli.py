@@ -75,6 +75,7 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
     """Write the verified .pt that the flags describe to `output`; nothing is written on failure."""
     from .model.class_names import log_class_names
     from .model.export import export_predictor
+    from .model.oldest_torch import check_loads_on_oldest_torch
     from .model.user_model import build_predictor as build_user_predictor
 
     start = time.perf_counter()
@@ -88,6 +89,8 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
     else:
         predictor, trace = build_user_predictor(user_model), args.trace
     method = export_predictor(predictor, output, trace=trace)
+    # The Predictor's own code calls only torch 2.4.0's operators: anything missing is the network's.
+    check_loads_on_oldest_torch(output, "the Predictor", "The operators are its network's own")
     log_class_names(predictor.class_names)
     shown = output if args.command == "export" else "the Predictor"  # build's .pt is temporary: not named
     logger.info(
@@ -102,6 +105,7 @@ def write_from_pt(pt: Path, output: Path, rebuild: bool, given_names: "List[str]
     from .model.class_names import log_class_names
     from .model.export import export_predictor
     from .model.model_sources import check_exported_pt, is_exported_predictor, load_pt
+    from .model.oldest_torch import check_loads_on_oldest_torch
     from .model.rebuild import rebuild_predictor
     from .model.scripted_classifier import check_scripted_classifier, export_adapter
 
@@ -115,17 +119,22 @@ def write_from_pt(pt: Path, output: Path, rebuild: bool, given_names: "List[str]
         log_class_names(class_names)
         _copy_atomically(pt, output)
         logger.info("%s is a working Predictor with %d classes; used as it is", pt, len(class_names))
+        # A Predictor of an earlier mar-builder called F.interpolate, whose scripted code torch 2.4.0 cannot load.
+        check_loads_on_oldest_torch(output, str(pt), "Export it again from its network with this mar-builder")
         return
     class_names = check_scripted_classifier(module, pt, given_names)
     log_class_names(class_names)
     if rebuild:
         method = export_predictor(rebuild_predictor(module, class_names, pt), output)
         logger.info("rebuilt %s as this tool's Predictor (inner network %s), verified against eager", pt, method)
+        check_loads_on_oldest_torch(output, "the rebuilt Predictor", "The operators are its network's own")
         return
     export_adapter(module, class_names, output)
     # --rebuild reads a tutorial-style Predictor: suggested only where its parts are there to read.
     tutorial_style = hasattr(module, "model") and hasattr(module, "transforms")
     hint = " (--rebuild exports it as this tool's Predictor, batched)" if tutorial_style else ""
+    rebuild_hint = "--rebuild exports it as this tool's Predictor, which loads there" if tutorial_style else ""
+    check_loads_on_oldest_torch(output, f"the .pt wrapped around {pt}", rebuild_hint)
     logger.info("%s is not a Predictor of this tool: served through its own forward, one image at a time%s", pt, hint)
 
 

@@ -6,6 +6,8 @@ values arrive as bytearray, JSON parsed only for exactly application/json, text/
 as TorchServe names them).
 """
 
+from __future__ import annotations  # bench's image-stack limit loads it on Python 3.9
+
 import io
 import struct
 from pathlib import Path
@@ -38,7 +40,7 @@ class FakeContext:
         self.metrics.initialize_cache()
         self.metrics.model_name = self.manifest["model"]["modelName"]
 
-    def with_requests(self, headers: List[Dict[str, Any]]) -> "FakeContext":
+    def with_requests(self, headers: List[Dict[str, Any]]) -> FakeContext:
         self.request_headers = headers
         self.metrics.set_request_ids({idx: f"request-{idx}" for idx in range(len(headers))})
         self.statuses.clear()

@@ -6,6 +6,8 @@ MIME type, each multipart part with its own, each urlencoded field with none). F
 runs them through TorchServe's own worker code, so unit tests see what a worker sees.
 """
 
+from __future__ import annotations  # bench's image-stack limit loads it (through fake_context) on Python 3.9
+
 import base64
 import json
 import urllib.parse

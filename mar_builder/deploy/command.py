@@ -4,6 +4,7 @@ import json
 import logging
 import re
 import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 from ..constants import DEFAULT_MODEL_NAME
 from ..errors import SettingsError
 from ..server.local_server import REPO_ROOT, read_properties, write_properties
+from .dockerfile import DOCKERFILE, write_dockerfile
 from .manifests import (
     INFERENCE_PORT,
     KSERVE_TORCHSERVE_PORT,
@@ -126,7 +128,8 @@ def write_layout(config: DeployConfig) -> List[Path]:
     """Write the layout and the manifests into config.out; returns the files written.
 
     Layout: out/config/{config.properties, metrics.yaml, log4j2.xml}, out/model-store/<name>.mar,
-    and out/inferenceservice.yaml (kserve) or out/kubernetes.yaml (kubernetes).
+    out/inferenceservice.yaml (kserve) or out/kubernetes.yaml (kubernetes), and out/Dockerfile (the
+    project's own stack; for kserve with KServe's wrapper, and its out/kserve-entrypoint.sh).
     """
     name = config.manifest.name
     config_dir = config.out / CONFIG_DIR
@@ -149,7 +152,26 @@ def write_layout(config: DeployConfig) -> List[Path]:
     manifest_path = config.out / MANIFEST_FILES[config.target]
     manifest_path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
     written.append(manifest_path)
+    written += write_dockerfile(config.out, config.target, name)
     return written
+
+
+def missing_in_official_image(mar: Path) -> List[str]:
+    """The operators the archive's .pt calls that torch 2.4.0 (TorchServe 0.12.0's images) lacks; empty when it
+    loads there, or when the archive names no .pt."""
+    from ..model.export import torchscript_deprecation_acknowledged
+    from ..model.oldest_torch import missing_in_oldest_torch
+
+    with zipfile.ZipFile(mar) as archive:
+        serialized = json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"].get("serializedFile")
+        if not serialized:
+            return []
+        with tempfile.TemporaryDirectory(prefix="mar_builder-deploy-") as tmp:
+            pt = Path(archive.extract(serialized, tmp))
+            import torch
+
+            with torchscript_deprecation_acknowledged():
+                return missing_in_oldest_torch(torch.jit.load(str(pt), map_location="cpu"))
 
 
 def add_deploy_parser(commands: Any) -> None:
@@ -188,8 +210,25 @@ def run_deploy(args: Any) -> List[Path]:
     except ValueError as e:
         raise SettingsError(str(e)) from None
     mar = args.mar or REPO_ROOT / "model_store" / f"{args.name}.mar"
-    written = write_layout(DeployConfig(args.target, args.out, mar, manifest))
+    config = DeployConfig(args.target, args.out, mar, manifest)
+    if not args.image:
+        missing = missing_in_official_image(mar)
+        if missing:
+            from ..model.oldest_torch import describe_missing
+
+            raise SettingsError(
+                f"{mar}: {describe_missing(missing)}. The manifests would name those images, whose pods would never "
+                "be ready: pass --image NAME (deploy then also writes the Dockerfile to build NAME from, with the "
+                "stack the tests ran), or build the archive again so that its .pt loads there (see docs/images.md)"
+            )
+    written = write_layout(config)
     logger.info("wrote %s", ", ".join(str(p) for p in written))
+    logger.info(
+        "%s/%s: an image of the stack the tests ran (ONNX Runtime, simplejpeg); the manifests name %s",
+        args.out,
+        DOCKERFILE,
+        args.image or "TorchServe's official 0.12.0 image (the .pt and Pillow: see docs/images.md)",
+    )
     if args.target == "kserve" and not args.storage_uri:
         logger.warning(
             "storageUri is the placeholder %s: upload %s there and edit it (or pass --storage-uri)",

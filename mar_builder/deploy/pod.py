@@ -4,11 +4,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
 from ..server.local_server import (
+    TORCHSERVE,
     ServerError,
     TorchServeClient,
     free_ports,
@@ -31,13 +31,15 @@ class SimulatedPod:
     (the config.properties copy in `workdir` says so), and the five ports are free loopback ports,
     set through TS_* environment variables (the layout turns enable_envvars_config on).
     `protocol` "v1"/"v2" sets TS_SERVICE_ENVELOPE to kserve/kservev2; None starts a plain TorchServe.
+    `torchserve`: the `torchserve` script to run (another venv's runs the workers on its Python).
     """
 
-    def __init__(self, layout: Path, workdir: Path, protocol: str | None) -> None:
+    def __init__(self, layout: Path, workdir: Path, protocol: str | None, torchserve: Path = TORCHSERVE) -> None:
         self.layout = Path(layout).resolve()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.protocol = protocol
+        self.torchserve = Path(torchserve)
         generated = read_properties(self.layout / CONFIG_DIR / "config.properties")
         self.config = self.workdir / "config.properties"
         write_properties(self.config, {k: v.replace(MOUNT_PATH, str(self.layout)) for k, v in generated.items()})
@@ -62,7 +64,7 @@ class SimulatedPod:
         """The runtime's arguments, with the mount path replaced by the layout's folder."""
         args = [a.replace(f"{MOUNT_PATH}/{CONFIG_DIR}/config.properties", str(self.config)) for a in torchserve_args()]
         args = [a.replace(f"{MOUNT_PATH}/{MODEL_STORE_DIR}", str(self.layout / MODEL_STORE_DIR)) for a in args]
-        return [str(Path(sys.executable).parent / args[0]), *args[1:]]
+        return [str(self.torchserve.parent / args[0]), *args[1:]]
 
     def env(self) -> Dict[str, str]:
         env = private_environment(self.workdir)

@@ -14,6 +14,7 @@ from ..constants import FULL_DECODE_RESIZE_SIZE
 from ..errors import ExportError, ModelSourceError, first_line
 from .class_names import validate_class_names
 from .export import random_images, staged_file, torchscript_deprecation_acknowledged
+from .oldest_torch import OLDEST_TORCH, frozen_for_handler, missing_in_oldest_torch
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +137,24 @@ def check_scripted_classifier(
 
 
 def export_adapter(module: torch.jit.ScriptModule, class_names: Sequence[str], output: Path) -> None:
-    """Script a ForwardAdapter around `module`, check it in a fresh `python -I` against `module`, write `output`."""
+    """Script a ForwardAdapter around `module`, check it in a fresh `python -I` against `module`, write `output`.
+
+    Where the module's code calls operators that torch 2.4.0 (TorchServe 0.12.0's images) lacks, the adapter
+    is saved frozen, as the handler freezes it, when that drops them: a scripted T.Resize carries every
+    F.interpolate mode's branch, lanczos's among them, and freezing keeps only the mode it uses.
+    """
     with torchscript_deprecation_acknowledged():
         scripted = torch.jit.script(ForwardAdapter(module, class_names).eval())
+        missing = missing_in_oldest_torch(scripted)
+        if missing:
+            frozen = frozen_for_handler(scripted)
+            if not missing_in_oldest_torch(frozen):
+                logger.info(
+                    "saving the wrapped .pt frozen: that drops the branches calling %s, which torch %s lacks",
+                    ", ".join(missing),
+                    OLDEST_TORCH,
+                )
+                scripted = frozen
     with staged_file(output) as tmp:
         with torchscript_deprecation_acknowledged():
             scripted.save(str(tmp))

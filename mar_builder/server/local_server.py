@@ -14,6 +14,8 @@ from .server_ports import PORT_COUNT, check_free, with_ports
 from .torchserve_client import KEY_FILE, Response, ServerError, TorchServeClient  # noqa: F401 (imported from here)
 
 CONFIG_FILE = REPO_ROOT / "config.properties"
+# This process's TorchServe; its frontend starts the workers with the Python that runs this script.
+TORCHSERVE = Path(sys.executable).parent / "torchserve"
 
 
 def free_ports(count: int) -> List[int]:
@@ -81,9 +83,12 @@ class LocalTorchServe:
         overrides: Dict[str, str] | None = None,
         config: Path = CONFIG_FILE,
         ports: Sequence[int] | str = "free",
+        torchserve: Path = TORCHSERVE,
     ) -> None:
         """`config`: the settings to start from. `ports`: "free" (ports free now), "config" (those `config`
-        names) or five ports: inference, management, metrics, gRPC inference, gRPC management."""
+        names) or five ports: inference, management, metrics, gRPC inference, gRPC management.
+        `torchserve`: the `torchserve` script to run, by default this Python's; another venv's (the image
+        stack's, .venv-image/bin/torchserve) runs its workers on that venv's Python and packages."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.properties = read_properties(config)
@@ -105,6 +110,7 @@ class LocalTorchServe:
         self.config = self.workdir / "config.properties"
         write_properties(self.config, self.properties)
         self.models = list(models)
+        self.torchserve = Path(torchserve)
         self.client = TorchServeClient.from_properties(self.properties, self.workdir)
         self.process: subprocess.Popen | None = None
 
@@ -117,8 +123,7 @@ class LocalTorchServe:
         key_file = self.workdir / KEY_FILE
         old_keys = key_file.read_bytes() if key_file.exists() else None
         env = private_environment(self.workdir)
-        torchserve = Path(sys.executable).parent / "torchserve"
-        command = [str(torchserve), "--start", "--foreground", "--ncs", "--ts-config", str(self.config)]
+        command = [str(self.torchserve), "--start", "--foreground", "--ncs", "--ts-config", str(self.config)]
         if self.models:
             command += ["--models", *self.models]
         self.log_path = self.workdir / "console.log"

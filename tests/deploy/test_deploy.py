@@ -34,10 +34,12 @@ def test_kserve_layout_is_what_the_runtime_mounts(tmp_path, mar):
     out = tmp_path / "out"
     assert deploy("kserve", "--out", out, "--name", "landmarks", "--mar", mar, "--protocol", "v2") == 0
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "Dockerfile",
         "config/config.properties",
         "config/log4j2.xml",
         "config/metrics.yaml",
         "inferenceservice.yaml",
+        "kserve-entrypoint.sh",
         "model-store/landmarks.mar",
     ]
     assert (out / "model-store" / "landmarks.mar").read_bytes() == mar.read_bytes()
