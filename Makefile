@@ -11,13 +11,15 @@ BENCH_STAMP := $(VENV)/.bench-installed
 venv: $(STAMP)
 
 # Re-installs only when the pinned requirements change; pip takes torch from wheels on disk.
-$(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt requirements-int8.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "error: Python 3.11 is required, got " + sys.version.split()[0])'
 	@echo "Installing the pinned stack into $(VENV): torch, torchvision, TorchServe, the default model (about 2-3 minutes the first time)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps $$(grep '^kserve==' requirements-clients.txt)
 	$(PY) -m pip install -q --disable-pip-version-check $$(grep -v -e '^#' -e '^kserve==' requirements-clients.txt)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $$(grep '^nncf==' requirements-int8.txt)
+	$(PY) -m pip install -q --disable-pip-version-check $$(grep -v -e '^#' -e '^nncf==' requirements-int8.txt)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -21,6 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 import yaml
 from PIL import Image
 
+from benchmarks.cpu_features import cpu_features
 from benchmarks.in_process import STAGES, Limit, answers_of, extract_archive, load_handler, machine_limit
 from benchmarks.large_photos import DraftTradeoff, draft_tradeoffs, handle_ms, jpeg_of, median_ms
 from benchmarks.served import Row, measure, warm_up
@@ -71,7 +72,11 @@ def large_photo_latency(client: TorchServeClient, model: str, sizes: Dict[str, L
 
 
 # The archives measured, by runtime: the default first. Each is served alone, by a TorchServe of its own.
-ARCHIVES = {"onnxruntime": "classifier", "torchscript": "classifier_torchscript"}
+# INT8 is the default runtime's classify.onnx quantized on --calibration photos (build --precision int8).
+INT8 = "onnxruntime-int8"
+ARCHIVES = {"onnxruntime": "classifier", "torchscript": "classifier_torchscript", INT8: "classifier_int8"}
+# Where --calibration looks by default: the shared ImageNet sample beside this checkout, when there is one.
+DEFAULT_CALIBRATION = Path(__file__).resolve().parent.parent.parent / "shared" / "imagenet-sample"
 # The .pt as the workers ran it before oneDNN fusion and the malloc thresholds came in: the in-process
 # limit that serving is compared with ("what was possible in process before").
 BEFORE = "torchscript before"
@@ -80,16 +85,23 @@ LIMIT_SETUPS = {
     "torchscript, oneDNN fusion only": ("torchscript", {"keep_freed_buffers": False}),
     "torchscript": ("torchscript", {}),
     "onnxruntime": ("onnxruntime", {}),
+    INT8: (INT8, {}),
 }
 
 
-def build_archives(store: Path, runtimes: Sequence[str], handler_settings: Dict[str, object]) -> None:
+def build_archives(
+    store: Path, runtimes: Sequence[str], handler_settings: Dict[str, object], calibration: Path | None
+) -> None:
     """Each runtime's archive of the default model; `handler_settings` rewrite their model-config.yaml."""
     from mar_builder.validation.mar_files import copy_with_handler_settings, read_manifest
 
     for runtime in runtimes:
         name = ARCHIVES[runtime]
-        assert build_main(["build", "--model-store", str(store), "--name", name, "--runtime", runtime]) == 0
+        if runtime == INT8:
+            flags = ["--precision", "int8", "--calibration", str(calibration)]
+        else:
+            flags = ["--runtime", runtime]
+        assert build_main(["build", "--model-store", str(store), "--name", name, *flags]) == 0
         if handler_settings:
             mar = store / f"{name}.mar"
             changed = copy_with_handler_settings(mar, read_manifest(mar), handler_settings, store / "changed")
@@ -103,8 +115,12 @@ def run(args: argparse.Namespace) -> List[str]:
     store = workdir / "model_store"
     (store / "changed").mkdir(parents=True)
     runtimes = [r for r in ARCHIVES if r in args.runtimes]
+    if INT8 in runtimes and args.calibration is None:
+        logger.warning("no --calibration photos (nor %s): the %s rows are left out", DEFAULT_CALIBRATION, INT8)
+        runtimes.remove(INT8)
     built = [r for r in ARCHIVES if r in runtimes or r == "torchscript"]  # the .pt's archive gives BEFORE's limit
-    build_archives(store, built, dict(args.handler_setting))
+    logger.info("CPU: %s", cpu_features())
+    build_archives(store, built, dict(args.handler_setting), args.calibration)
     if not args.only_ours:
         build_stock_archive(store)
     pts = {r: extract_archive(store / f"{ARCHIVES[r]}.mar", workdir / ARCHIVES[r]) for r in built}
@@ -192,6 +208,17 @@ def agreement_lines(pts: Dict[str, Path], photos: Path) -> List[str]:
     return lines
 
 
+def int8_lines(single: Sequence[Row]) -> List[str]:
+    """The int8 archive against the default (fp32) archive at each number of clients, measured in this run."""
+    fp32 = {r.clients: r for r in single if r.setup == "onnxruntime"}
+    return [
+        f"- {INT8} against onnxruntime (fp32), {r.clients} clients: {r.rps / fp32[r.clients].rps:.2f}x the photos/s, "
+        f"p50 {r.p50_ms:.0f} against {fp32[r.clients].p50_ms:.0f} ms, p99/p50 {r.p99_ms / max(r.p50_ms, 1e-9):.1f}"
+        for r in single
+        if r.setup == INT8 and r.clients in fp32 and fp32[r.clients].rps
+    ]
+
+
 def mean_rate(measured: Sequence[Limit]) -> float:
     return sum(m.photos_per_second for m in measured) / len(measured)
 
@@ -225,6 +252,8 @@ def report(
     lines = [
         f"Machine: {cores} cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}; photos: {', '.join(p.name for p in photos)}.",
+        "",
+        f"CPU: {cpu_features()}.",
         "",
     ]
     changed = [f"`{k}={v}`" for k, v in settings] + [f"`handler.{k}: {v}`" for k, v in handler_settings]
@@ -268,6 +297,7 @@ def report(
             f"- {r.setup}, {r.clients} clients: {r.rps / r.baseline:.2f}x the in-process limit of {BEFORE}, "
             f"{r.rps / r.limit:.2f}x its own runtime's, p99/p50 = {r.p99_ms / max(r.p50_ms, 1e-9):.1f}{versus_stock}"
         )
+    lines += int8_lines(single)
     for m in (r for r in rows if r.images > 1):
         alone = next((r for r in single if r.setup == m.setup and r.clients == m.clients), None)
         versus_single = f", {m.rps / alone.rps:.2f}x one photo per request" if alone and alone.rps else ""
@@ -385,6 +415,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=list(ARCHIVES),
         default=list(ARCHIVES),
         help="the runtimes whose archives are served, onnxruntime (the default runtime) first (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=DEFAULT_CALIBRATION if DEFAULT_CALIBRATION.is_dir() else None,
+        metavar="DIR",
+        help=f"the photos the {INT8} archive is calibrated on (build --calibration); without any, its rows are "
+        "left out (default: %(default)s)",
     )
     parser.add_argument(
         "--agreement-photos",
