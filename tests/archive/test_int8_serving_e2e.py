@@ -37,10 +37,10 @@ def test_the_int8_archive_serves_its_int8_answers_and_its_workers_say_so(tmp_pat
         crop = pt.preprocess(decode_upright_rgb(path)).unsqueeze(0)
         expected = int8.run(None, {"images": crop.numpy()})[0][0]
         assert list(answer) == [CLASSES[i] for i in np.argsort(-expected, kind="stable")[: len(answer)]]
-        assert np.allclose([answer[c] for c in answer], [expected[CLASSES.index(c)] for c in answer], atol=1e-5)
+        assert np.allclose([answer[c] for c in answer], [expected[CLASSES.index(c)] for c in answer], atol=1e-6)
         fp32 = pt.classify(crop)[0].numpy()
-        differs_from_fp32 |= bool(np.abs(fp32 - expected).max() > 1e-3)
-    assert differs_from_fp32  # the workers ran the int8 file, not the .pt
+        differs_from_fp32 |= bool(np.abs(fp32 - expected).max() > 1e-5)  # 4e-5 to 5e-4 on these photos
+    assert differs_from_fp32  # the workers ran the int8 file, not the fp32 .pt
     loaded = [line for line in log.splitlines() if "classify in " in line and "small.pt" in line]
     assert len(loaded) >= 2, log[-2000:]
     assert all("classify in onnxruntime, int8 calibrated on 20 photos, top-1 agreement with fp32" in x for x in loaded)
