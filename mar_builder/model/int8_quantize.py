@@ -131,9 +131,9 @@ def quantize_classify(
         if agreement < min_agreement:
             raise ExportError(
                 f"int8 reached top-1 agreement {agreement:.4f} with fp32 on {len(reference)} held-out photos "
-                f"({quantized} of {weighted} convolutions and matrix products in int8 after {max_rounds} rounds of "
-                f"accuracy control), below --min-agreement {min_agreement:g}: nothing packed. More varied "
-                "calibration photos, a lower --min-agreement, or the fp32 default may do"
+                f"({quantized} of {weighted} convolutions and matrix products in int8 after at most {max_rounds} "
+                f"rounds of accuracy control), below --min-agreement {min_agreement:g}: nothing packed. More "
+                "varied calibration photos, a lower --min-agreement, or the fp32 default may do"
             )
     logger.info(
         "int8 classify: top-1 agreement %.4f with fp32 on %d held-out photos; %d of %d convolutions and matrix "

@@ -58,7 +58,8 @@ def test_a_target_not_reached_is_refused_and_nothing_is_written(fp32, tmp_path):
     with pytest.raises(
         ExportError,
         match=r"int8 reached top-1 agreement 0\.\d{4} with fp32 on 30 held-out photos \(\d+ of \d+ convolutions and "
-        r"matrix products in int8 after 1 rounds of accuracy control\), below --min-agreement 1: nothing packed",
+        r"matrix products in int8 after at most 1 rounds of accuracy control\), below --min-agreement 1: "
+        r"nothing packed",
     ):
         quantize_classify(onnx_path, split, 1.0, output, max_rounds=1)
     assert list(output.parent.iterdir()) == []
