@@ -72,7 +72,9 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
-# Each runtime's in-process limit and archive at 1/4/8 clients, the stock handler, 12 MP photos: about 12 minutes.
+# Each runtime's in-process limit and archive at 1/4/8 clients (int8 too, calibrated on --calibration DIR, by default
+# ../shared/imagenet-sample when there: its build adds minutes, more when accuracy control runs), the stock handler,
+# 12 MP photos: about 12 minutes without int8.
 # BENCH_ARGS passes options on, e.g. BENCH_ARGS="--seconds 10 --clients 4".
 bench: venv java $(BENCH_STAMP)
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
