@@ -14,11 +14,15 @@ BENCH_STAMP := $(VENV)/.bench-installed
 venv: $(STAMP) $(CLIENTS_STAMP)
 
 # Re-installs only when the pinned requirements change; pip takes torch from wheels on disk.
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-int8.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "error: Python 3.11 is required, got " + sys.version.split()[0])'
 	@echo "Installing the pinned stack into $(VENV): torch, torchvision, TorchServe, the default model (about 2-3 minutes the first time)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check $$(grep -v -e '^#' -e '^nncf==' requirements-int8.txt)
+	@# nncf without openvino-telemetry (no usage data sent), after its other dependencies: a --no-deps install
+	@# is not checked for conflicts, so pip reports none.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $$(grep '^nncf==' requirements-int8.txt)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -77,7 +81,9 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
-# Each runtime's in-process limit and archive at 1/4/8 clients, the stock handler, 12 MP photos: about 12 minutes.
+# Each runtime's in-process limit and archive at 1/4/8 clients (int8 too, calibrated on --calibration DIR, by default
+# ../shared/imagenet-sample when there: its build adds minutes, more when accuracy control runs), the stock handler,
+# 12 MP photos: about 12 minutes without int8.
 # BENCH_ARGS passes options on, e.g. BENCH_ARGS="--seconds 10 --clients 4".
 bench: venv java $(BENCH_STAMP)
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)

@@ -21,6 +21,7 @@ from typing import Dict, List, Sequence, Tuple
 import yaml
 from PIL import Image
 
+from benchmarks.cpu_features import cpu_features
 from benchmarks.in_process import STAGES, Limit, answers_of, extract_archive, load_handler, machine_limit
 from benchmarks.large_photos import DraftTradeoff, draft_tradeoffs, handle_ms, jpeg_of, median_ms
 from benchmarks.served import Row, measure, warm_up
@@ -71,7 +72,11 @@ def large_photo_latency(client: TorchServeClient, model: str, sizes: Dict[str, L
 
 
 # The archives measured, by runtime: the default first. Each is served alone, by a TorchServe of its own.
-ARCHIVES = {"onnxruntime": "classifier", "torchscript": "classifier_torchscript"}
+# INT8 is the default runtime's classify.onnx quantized on --calibration photos (build --precision int8).
+INT8 = "onnxruntime-int8"
+ARCHIVES = {"onnxruntime": "classifier", "torchscript": "classifier_torchscript", INT8: "classifier_int8"}
+# Where --calibration looks by default: the shared ImageNet sample beside this checkout, when there is one.
+DEFAULT_CALIBRATION = Path(__file__).resolve().parent.parent.parent / "shared" / "imagenet-sample"
 # The .pt as the workers ran it before oneDNN fusion and the malloc thresholds came in: the in-process
 # limit that serving is compared with ("what was possible in process before").
 BEFORE = "torchscript before"
@@ -80,6 +85,7 @@ LIMIT_SETUPS = {
     "torchscript, oneDNN fusion only": ("torchscript", {"keep_freed_buffers": False}),
     "torchscript": ("torchscript", {}),
     "onnxruntime": ("onnxruntime", {}),
+    INT8: (INT8, {}),
 }
 # The .pt on TorchServe 0.12.0's official image stack (make image-venv; docs/images.md): its Python 3.9, torch
 # 2.4.0 and Pillow, no simplejpeg; measured where .venv-image is installed, with the same archive and settings.
@@ -87,17 +93,32 @@ IMAGE_STACK = "torchscript, image stack (torch 2.4.0)"
 IMAGE_PYTHON = Path(__file__).resolve().parent.parent / ".venv-image" / "bin" / "python"
 
 
-def build_archives(store: Path, runtimes: Sequence[str], handler_settings: Dict[str, object]) -> None:
-    """Each runtime's archive of the default model; `handler_settings` rewrite their model-config.yaml."""
+def build_archives(
+    store: Path, runtimes: Sequence[str], handler_settings: Dict[str, object], calibration: Path | None
+) -> List[str]:
+    """Each runtime's archive of the default model; `handler_settings` rewrite their model-config.yaml.
+    Returns the runtimes built: an int8 build refused (its agreement below the target) is left out, with
+    a warning, and the error line above it says what it reached."""
     from mar_builder.validation.mar_files import copy_with_handler_settings, read_manifest
 
+    built = []
     for runtime in runtimes:
         name = ARCHIVES[runtime]
-        assert build_main(["build", "--model-store", str(store), "--name", name, "--runtime", runtime]) == 0
+        if runtime == INT8:
+            flags = ["--precision", "int8", "--calibration", str(calibration)]
+        else:
+            flags = ["--runtime", runtime]
+        code = build_main(["build", "--model-store", str(store), "--name", name, *flags])
+        if code != 0 and runtime == INT8:
+            logger.warning("the %s archive was not built (see the error above): its rows are left out", INT8)
+            continue
+        assert code == 0, f"the {runtime} archive could not be built"
+        built.append(runtime)
         if handler_settings:
             mar = store / f"{name}.mar"
             changed = copy_with_handler_settings(mar, read_manifest(mar), handler_settings, store / "changed")
             changed.replace(mar)
+    return built
 
 
 def run(args: argparse.Namespace) -> List[str]:
@@ -107,8 +128,15 @@ def run(args: argparse.Namespace) -> List[str]:
     store = workdir / "model_store"
     (store / "changed").mkdir(parents=True)
     runtimes = [r for r in ARCHIVES if r in args.runtimes]
+    if INT8 in runtimes and args.calibration is None:
+        logger.warning("no --calibration photos (nor %s): the %s rows are left out", DEFAULT_CALIBRATION, INT8)
+        runtimes.remove(INT8)
     built = [r for r in ARCHIVES if r in runtimes or r == "torchscript"]  # the .pt's archive gives BEFORE's limit
-    build_archives(store, built, dict(args.handler_setting))
+    logger.info("CPU: %s", cpu_features())
+    built = build_archives(store, built, dict(args.handler_setting), args.calibration)
+    runtimes = [r for r in runtimes if r in built]
+    if not runtimes:
+        raise SystemExit(f"error: no archive to measure: {', '.join(args.runtimes)} could not be built")
     if not args.only_ours:
         build_stock_archive(store)
     pts = {r: extract_archive(store / f"{ARCHIVES[r]}.mar", workdir / ARCHIVES[r]) for r in built}
@@ -175,6 +203,8 @@ def run(args: argparse.Namespace) -> List[str]:
                 rows.append(replace(row, limit=before, baseline=before))
     large_photos = LargePhotos(latency, tradeoffs, small_ms, floor_ms, handler.settings.jpeg_draft_factor)
     lines = report(limits, rows, large_photos, sample_paths, args.set, args.handler_setting)
+    if INT8 in args.runtimes and INT8 not in runtimes:
+        lines += ["", f"- {INT8}: not measured (no --calibration photos, or its build was refused: see the log)"]
     if args.agreement_photos is not None:
         lines += agreement_lines(pts, args.agreement_photos)
     return lines
@@ -200,6 +230,17 @@ def agreement_lines(pts: Dict[str, Path], photos: Path) -> List[str]:
             f"- {runtime}: the same top-1 on {same} of {len(reference)}; top-5 probabilities within {difference:.2e}"
         )
     return lines
+
+
+def int8_lines(single: Sequence[Row]) -> List[str]:
+    """The int8 archive against the default (fp32) archive at each number of clients, measured in this run."""
+    fp32 = {r.clients: r for r in single if r.setup == "onnxruntime"}
+    return [
+        f"- {INT8} against onnxruntime (fp32), {r.clients} clients: {r.rps / fp32[r.clients].rps:.2f}x the photos/s, "
+        f"p50 {r.p50_ms:.0f} against {fp32[r.clients].p50_ms:.0f} ms, p99/p50 {r.p99_ms / max(r.p50_ms, 1e-9):.1f}"
+        for r in single
+        if r.setup == INT8 and r.clients in fp32 and fp32[r.clients].rps
+    ]
 
 
 def mean_rate(measured: Sequence[Limit]) -> float:
@@ -235,6 +276,8 @@ def report(
     lines = [
         f"Machine: {cores} cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}; photos: {', '.join(p.name for p in photos)}.",
+        "",
+        f"CPU: {cpu_features()}.",
         "",
     ]
     changed = [f"`{k}={v}`" for k, v in settings] + [f"`handler.{k}: {v}`" for k, v in handler_settings]
@@ -278,6 +321,7 @@ def report(
             f"- {r.setup}, {r.clients} clients: {r.rps / r.baseline:.2f}x the in-process limit of {BEFORE}, "
             f"{r.rps / r.limit:.2f}x its own runtime's, p99/p50 = {r.p99_ms / max(r.p50_ms, 1e-9):.1f}{versus_stock}"
         )
+    lines += int8_lines(single)
     for m in (r for r in rows if r.images > 1):
         alone = next((r for r in single if r.setup == m.setup and r.clients == m.clients), None)
         versus_single = f", {m.rps / alone.rps:.2f}x one photo per request" if alone and alone.rps else ""
@@ -395,6 +439,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=list(ARCHIVES),
         default=list(ARCHIVES),
         help="the runtimes whose archives are served, onnxruntime (the default runtime) first (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=DEFAULT_CALIBRATION if DEFAULT_CALIBRATION.is_dir() else None,
+        metavar="DIR",
+        help=f"the photos the {INT8} archive is calibrated on (build --calibration); without any, its rows are "
+        "left out (default: %(default)s)",
     )
     parser.add_argument(
         "--agreement-photos",

@@ -6,8 +6,12 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from classify_runtime import RUNTIMES, TORCHSCRIPT
+from classify_runtime import ONNXRUNTIME, RUNTIMES, TORCHSCRIPT
 from image_decoding import DEFAULT_MAX_PIXELS
+
+# The build side has the same names (mar_builder/archive/precision.py).
+FP32, INT8 = "fp32", "int8"
+PRECISIONS = (FP32, INT8)
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,13 @@ class HandlerSettings:
     # What runs `classify`: the .pt ("torchscript") or classify.onnx ("onnxruntime"). Written by
     # `build --runtime`; an archive without the setting predates classify.onnx and holds only the .pt.
     runtime: str = TORCHSCRIPT
+    # classify.onnx's precision: "fp32", or "int8" (build --precision int8, docs/int8.md), which also records
+    # the photos it was calibrated on, the held-out photos it was measured on, and the fraction of those
+    # whose top-1 class is the fp32 one. The worker logs them at start.
+    precision: str = FP32
+    calibration_photos: int = 0
+    held_out_photos: int = 0
+    held_out_agreement_top1: float = 0.0
     # For the .pt: torch.jit.freeze it (folds batch norms and weights into the graph), run the network on
     # NHWC batches, and let oneDNN fuse convolutions with what follows them on the CPU (classify in 0.74x
     # the time here: docs/performance.md).
@@ -42,17 +53,29 @@ class HandlerSettings:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            expected = {"bool": bool, "str": str}.get(str(f.type), int)
+            expected = {"bool": bool, "str": str, "float": (int, float)}.get(str(f.type), int)
             # bool is a subclass of int: `topk: true` must not pass as 1.
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                kind = {bool: "true or false", str: "a string"}.get(expected, "an integer")
+            if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+                kind = {"bool": "true or false", "str": "a string", "float": "a number"}.get(str(f.type), "an integer")
                 raise ValueError(f"handler.{f.name} must be {kind}, got {value!r}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"handler.runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"handler.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == INT8 and self.runtime != ONNXRUNTIME:
+            raise ValueError(f"handler.precision int8 is classify.onnx's: it needs handler.runtime {ONNXRUNTIME}")
+        if not 0.0 <= self.held_out_agreement_top1 <= 1.0:
+            raise ValueError(f"handler.held_out_agreement_top1 is a fraction, got {self.held_out_agreement_top1}")
         for name in ("topk", "max_image_pixels", "max_images_per_request"):
             if getattr(self, name) < 1:
                 raise ValueError(f"handler.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("threads_per_worker", "jpeg_draft_factor", "classify_batch_size"):
+        for name in (
+            "threads_per_worker",
+            "jpeg_draft_factor",
+            "classify_batch_size",
+            "calibration_photos",
+            "held_out_photos",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"handler.{name} must be >= 0, got {getattr(self, name)}")
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Sequence
 
+from .archive.precision import DEFAULT_MIN_AGREEMENT, FP32, INT8, PRECISIONS, check_min_agreement
 from .archive.runtimes import DEFAULT_RUNTIME, ONNXRUNTIME, RUNTIMES, TORCHSCRIPT
 from .constants import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, DEFAULT_TOPK, REPO_ROOT
 from .deploy.command import add_deploy_parser, run_deploy
@@ -23,6 +24,7 @@ from .validation.flags import add_validate_flags
 # so that serve, stop, predict and scale start at once.
 
 if TYPE_CHECKING:
+    from .model.int8_quantize import Int8Result
     from .model.predictor import Predictor
 
 logger = logging.getLogger("mar_builder")
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{TORCHSCRIPT} with a log line saying why when a model cannot have it (a --pt classifier served through "
         f"its own forward never can); asked for explicitly, {ONNXRUNTIME} fails instead",
     )
+    add_precision_flags(build)
     for sub in (export, build):
         add_model_flags(sub)
         sub.add_argument("--verbose", action="store_true", help="show tracebacks")
@@ -61,6 +64,46 @@ def build_parser() -> argparse.ArgumentParser:
     add_validate_flags(validate)
     add_deploy_parser(commands)
     return parser
+
+
+def add_precision_flags(build: argparse.ArgumentParser) -> None:
+    int8 = build.add_argument_group("int8 (docs/int8.md): classify.onnx quantized with NNCF, calibrated on your photos")
+    int8.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=FP32,
+        help=f"the precision of classify in {ONNXRUNTIME} (default: %(default)s); {INT8} needs --calibration",
+    )
+    int8.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="DIR",
+        help="your photos, in any folder (labels not needed): every second one calibrates int8, the others are "
+        "held out to measure top-1 agreement with fp32",
+    )
+    int8.add_argument(
+        "--min-agreement",
+        type=float,
+        default=DEFAULT_MIN_AGREEMENT,
+        metavar="FRACTION",
+        help="the top-1 agreement with fp32 that int8 must reach on the held-out photos, or nothing is packed "
+        "(default: %(default)s)",
+    )
+
+
+def check_precision_flags(args: argparse.Namespace) -> None:
+    """Refuse what int8 cannot be before anything is exported; raises SettingsError."""
+    if args.precision != INT8:
+        if args.calibration is not None:
+            raise SettingsError("--calibration goes with --precision int8")
+        return
+    if args.runtime == TORCHSCRIPT:
+        raise SettingsError(f"--precision int8 runs classify in {ONNXRUNTIME}: drop --runtime {TORCHSCRIPT}")
+    if args.calibration is None:
+        raise SettingsError("--precision int8 needs --calibration DIR: a folder of your photos to calibrate on")
+    if not args.calibration.is_dir():
+        raise SettingsError(f"--calibration {args.calibration}: not a folder")
+    check_min_agreement(args.min_agreement)
 
 
 def build_predictor() -> "Predictor":
@@ -158,16 +201,42 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError(f"--version {args.version!r}: use letters, digits, '_', '-' or '.'")
     if args.topk < 1:
         raise SettingsError(f"--topk must be at least 1, got {args.topk}")
+    check_precision_flags(args)
     from .archive.model_archive import pack_archive
     from .model.onnx_export import runtime_files
 
     with tempfile.TemporaryDirectory(prefix="mar_builder-") as tmp:
         pt_path = Path(tmp) / f"{args.name}.pt"
         write_pt(args, pt_path)
-        runtime, runtime_file = runtime_files(args.runtime, pt_path, Path(tmp))
-        target = pack_archive(pt_path, args.name, args.version, args.model_store, args.topk, runtime, runtime_file)
-    logger.info("wrote %s (%.1f MB), classify in %s", target, target.stat().st_size / 1e6, runtime)
+        if args.precision == INT8:
+            runtime, runtime_file = runtime_files(ONNXRUNTIME, pt_path, Path(tmp), flag="--precision int8")
+            int8 = build_int8(args, pt_path, runtime_file, Path(tmp) / INT8)
+            runtime_file = int8.path
+        else:
+            runtime, runtime_file = runtime_files(args.runtime, pt_path, Path(tmp))
+            int8 = None
+        target = pack_archive(
+            pt_path, args.name, args.version, args.model_store, args.topk, runtime, runtime_file, int8
+        )
+    precision = f", {INT8}" if int8 is not None else ""
+    logger.info("wrote %s (%.1f MB), classify in %s%s", target, target.stat().st_size / 1e6, runtime, precision)
     return 0
+
+
+def build_int8(args: argparse.Namespace, pt_path: Path, fp32_onnx: "Path | None", folder: Path) -> "Int8Result":
+    """The int8 classify.onnx in `folder`, calibrated and measured on --calibration; raises ExportError."""
+    import torch
+
+    from .model.calibration_photos import load_calibration_split
+    from .model.export import torchscript_deprecation_acknowledged
+    from .model.int8_quantize import quantize_classify
+
+    assert fp32_onnx is not None  # runtime_files gives classify.onnx for onnxruntime, or raises
+    with torchscript_deprecation_acknowledged():
+        predictor = torch.jit.load(str(pt_path), map_location="cpu").eval()
+    split = load_calibration_split(args.calibration, predictor)
+    folder.mkdir()
+    return quantize_classify(fp32_onnx, split, args.min_agreement, folder / fp32_onnx.name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

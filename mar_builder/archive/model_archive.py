@@ -7,13 +7,17 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 import yaml
 
 from ..constants import REPO_ROOT
 from ..errors import ExportError
+from .precision import INT8
 from .runtimes import TORCHSCRIPT
+
+if TYPE_CHECKING:
+    from ..model.int8_quantize import Int8Result
 
 HANDLER_DIR = REPO_ROOT / "handler"
 HANDLER_FILE = "classifier_handler.py"
@@ -27,13 +31,30 @@ def handler_extra_files(handler_dir: Path = HANDLER_DIR) -> List[Path]:
 
 
 def write_model_config(
-    destination: Path, topk: int, runtime: str, template: Path = HANDLER_DIR / MODEL_CONFIG_FILE
+    destination: Path,
+    topk: int,
+    runtime: str,
+    int8: "Int8Result | None" = None,
+    template: Path = HANDLER_DIR / MODEL_CONFIG_FILE,
 ) -> None:
-    """The archived model-config.yaml: the template with this build's handler settings."""
+    """The archived model-config.yaml: the template with this build's handler settings, and for an int8
+    classify.onnx its precision, calibration photos and measured agreement (workers log them at start)."""
     config = yaml.safe_load(template.read_text())
-    config.setdefault("handler", {}).update(topk=topk, runtime=runtime)
+    config.setdefault("handler", {}).update(topk=topk, runtime=runtime, **int8_settings(int8))
     header = "# Written by build_mar.sh from handler/model-config.yaml; see the comments there.\n"
     destination.write_text(header + yaml.safe_dump(config, sort_keys=False))
+
+
+def int8_settings(int8: "Int8Result | None") -> Dict[str, Any]:
+    """The handler settings that record an int8 build (none for fp32, the template's precision)."""
+    if int8 is None:
+        return {}
+    return {
+        "precision": INT8,
+        "calibration_photos": int8.calibration_photos,
+        "held_out_photos": int8.held_out_photos,
+        "held_out_agreement_top1": round(int8.agreement_top1, 6),
+    }
 
 
 def handler_requirements(runtime: str) -> List[str]:
@@ -70,18 +91,19 @@ def pack_archive(
     topk: int,
     runtime: str = TORCHSCRIPT,
     runtime_file: Path | None = None,
+    int8: "Int8Result | None" = None,
 ) -> Path:
     """Write model_store/<name>.mar, replacing an older one only once the new one is complete.
 
     The archive holds the .pt, the handler, model-config.yaml (whose handler.runtime says what runs
-    `classify`), `runtime_file` (classify.onnx) beside the .pt, and a requirements.txt of
-    `handler_requirements(runtime)`: TorchServe installs them per model when install_py_dep_per_model
-    is true.
+    `classify`), `runtime_file` (classify.onnx: fp32, or with `int8` the int8 one) beside the .pt, and a
+    requirements.txt of `handler_requirements(runtime)`: TorchServe installs them per model when
+    install_py_dep_per_model is true.
     """
     model_store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=model_store) as tmp:
         config = Path(tmp) / MODEL_CONFIG_FILE
-        write_model_config(config, topk, runtime)
+        write_model_config(config, topk, runtime, int8)
         extra_files = handler_extra_files() + ([runtime_file] if runtime_file is not None else [])
         command = archiver_command() + [
             "--model-name",

@@ -31,12 +31,15 @@ class _Classify(nn.Module):
         return self.predictor.classify(batch)
 
 
-def runtime_files(requested: str | None, pt_path: Path, folder: Path) -> Tuple[str, Path | None]:
+def runtime_files(
+    requested: str | None, pt_path: Path, folder: Path, flag: str | None = None
+) -> Tuple[str, Path | None]:
     """The archive's runtime and the file it needs beside the .pt (None for the .pt alone).
 
     `requested` is --runtime, or None for the default. When the default cannot be had (a module served
     through its own forward, an export that fails or differs), the archive falls back to the .pt with
-    one log line; when it was asked for, that raises SettingsError or ExportError instead.
+    one log line; when it was asked for, that raises SettingsError or ExportError instead, naming `flag`
+    (by default `--runtime RUNTIME`) as what asked for it.
     """
     runtime = requested or DEFAULT_RUNTIME
     if runtime == TORCHSCRIPT:
@@ -47,7 +50,8 @@ def runtime_files(requested: str | None, pt_path: Path, folder: Path) -> Tuple[s
         # A wrapped classifier (scripted_classifier.ForwardAdapter) runs its whole forward in preprocess.
         why = "a classifier served through its own forward runs in TorchScript"
         if requested:
-            raise SettingsError(f"--runtime {runtime}: {why}; use --rebuild to export it as this tool's Predictor")
+            asked = flag or f"--runtime {runtime}"
+            raise SettingsError(f"{asked}: {why}; use --rebuild to export it as this tool's Predictor")
         logger.info("runtime: torchscript (%s)", why)
         return TORCHSCRIPT, None
     try:

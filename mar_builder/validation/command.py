@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from ..errors import ValidationError
 from .in_process import InProcessModels, eager_network, exif_rotates, load_pt, read_photo, top
-from .mar_files import archive_runtime, extract_member, read_manifest
-from .metrics import REPORTED_TOPK, PhotoAnswers, summarize
+from .mar_files import archive_handler_settings, extract_member, read_manifest
+from .metrics import REPORTED_TOPK, PhotoAnswers, int8_versus_fp32, summarize
 from .photos import BadPhoto, LabelledPhoto, photos_from_csv, photos_from_folder, split_by_label
 from .report import results_text, run_description, write_html, write_summary
 from .served import ServedArchive
@@ -61,13 +61,18 @@ def run_validate(args: argparse.Namespace) -> int:
     if not answers:
         raise ValidationError(f"no photo could be read: {len(bad)} skipped (see the messages above)")
     summary = summarize(answers, bad, settings.class_names, args.min_agreement)
+    handler_settings = archive_handler_settings(args.mar, manifest)
+    runtime = handler_settings.get("runtime", "torchscript")
+    summary["precision"] = handler_settings.get("precision", "fp32")
+    if summary["precision"] == "int8":
+        summary["int8_vs_fp32"] = int8_versus_fp32(answers, handler_settings)
     summary["run"] = run_description(
         args.mar.resolve(),
         str(args.data) + (f" with {args.labels_csv} ({args.label_column})" if args.labels_csv else ""),
         eager_source,
         f"a TorchServe on free loopback ports serving a copy of the archive whose model-config.yaml sets handler "
         f"topk to all {len(settings.class_names)} classes (the user's archive is unchanged), classify in "
-        f"{archive_runtime(args.mar, manifest)}, each photo's bytes sent as application/octet-stream",
+        f"{runtime} ({summary['precision']}), each photo's bytes sent as application/octet-stream",
         f"resize {settings.resize_size}, crop {settings.crop_size}, "
         f"mean {list(settings.mean)}, std {list(settings.std)}",
     )

@@ -37,14 +37,13 @@ def read_manifest(mar: Path) -> MarManifest:
     return MarManifest(model.get("modelName") or mar.stem, serialized, model.get("configFile"))
 
 
-def archive_runtime(mar: Path, manifest: MarManifest) -> str:
-    """What runs `classify` in the archive's workers: handler.runtime of its model-config.yaml; an archive
-    without one (built before classify.onnx existed) runs the .pt, "torchscript"."""
+def archive_handler_settings(mar: Path, manifest: MarManifest) -> Dict[str, Any]:
+    """The `handler:` section of the archive's model-config.yaml (empty when it has none)."""
     config = {}
     if manifest.config_file:
         with zipfile.ZipFile(mar) as z:
             config = yaml.safe_load(z.read(manifest.config_file)) or {}
-    return str((config.get("handler") or {}).get("runtime", "torchscript"))
+    return dict(config.get("handler") or {})
 
 
 def extract_member(mar: Path, member: str, destination: Path) -> Path:

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from .photos import BadPhoto
 
@@ -75,6 +75,22 @@ def summarize(
             s: [disagreement(a, s, class_names) for a in answers if differs(a, s)] for s in ("served", "pt")
         },
         "bad_photos": [{"file": b.name, "label": b.label, "kind": b.kind, "message": b.message} for b in bad],
+    }
+
+
+def int8_versus_fp32(answers: Sequence[PhotoAnswers], handler_settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """An int8 archive's served answers (c) against its fp32 .pt (b) on the same photos, beside what its
+    build measured (model-config.yaml's handler settings, written by build --precision int8)."""
+    n = len(answers)
+    same = sum(a.top1("served") == a.top1("pt") for a in answers)
+    right = {s: sum(a.top1(s) == a.target for a in answers) for s in ("pt", "served")}
+    return {
+        "agreement_top1": same / n if n else 0.0,
+        "top1_change_points": 100 * (right["served"] - right["pt"]) / n if n else 0.0,
+        "build": {
+            key: handler_settings.get(key)
+            for key in ("calibration_photos", "held_out_photos", "held_out_agreement_top1")
+        },
     }
 
 

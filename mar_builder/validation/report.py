@@ -68,6 +68,7 @@ def render(summary: Mapping[str, Any], photo_paths: Mapping[str, Path]) -> str:
         f"<li>archive: {e(run['archive'])}; photos: {e(run['data'])}</li>",
         f"<li>(a) {e(run['eager'])}</li>",
         f"<li>(c) {e(run['served'])}</li>",
+        *([f"<li><b>{e(int8_line(summary))}</b></li>"] if "int8_vs_fp32" in summary else []),
         f"<li>preprocessing from the .pt: {e(run['preprocessing'])}</li>",
         f"<li>{e(skipped_line(summary))}</li>",
         "</ul>",
@@ -107,6 +108,18 @@ def skipped_line(summary: Mapping[str, Any]) -> str:
         f"skipped: {photos(skipped['unknown_label'])} with a label not among class_names, "
         f"{skipped['unreadable']} unreadable; the server refused {summary['served_refused']}; "
         f"{photos(summary['exif_rotated'])} with an EXIF rotation (the handler applies it, ImageFolder does not)"
+    )
+
+
+def int8_line(summary: Mapping[str, Any]) -> str:
+    """An int8 archive: its served top-1 against its fp32 .pt's here, and what its build measured."""
+    int8 = summary["int8_vs_fp32"]
+    build = int8["build"]
+    return (
+        f"int8 (c) against fp32 (b): the same top-1 on {percent(int8['agreement_top1'])} of these photos, "
+        f"top-1 accuracy {int8['top1_change_points']:+.1f} points; the build calibrated on "
+        f"{build['calibration_photos']} photos and measured {percent(build['held_out_agreement_top1'] or 0.0)} "
+        f"agreement on {build['held_out_photos']} held-out ones"
     )
 
 
@@ -213,6 +226,8 @@ def results_text(summary: Mapping[str, Any]) -> str:
         row = f"{SOURCE_TITLES[source]:32} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7} {cells[3]:>8} {cells[4]:>8}"
         lines.append(row.rstrip())
     lines.append(skipped_line(summary))
+    if "int8_vs_fp32" in summary:
+        lines.append(int8_line(summary))
     for d in summary["disagreements"]["served"]:
         served = d.get("error") or f"{d['served'][0][0]} {d['served'][0][1]:.3f}"
         eager = f"{d['eager'][0][0]} {d['eager'][0][1]:.3f}"

@@ -156,6 +156,11 @@ def test_freezing_and_channels_last_change_speed_not_answers(tiny_pt, freeze, ch
         ({"freeze": 1}, "handler.freeze must be true or false, got 1"),
         ({"topk": True}, "handler.topk must be an integer, got True"),
         ({"jpeg_draft_factor": -1}, "handler.jpeg_draft_factor must be >= 0, got -1"),
+        ({"precision": "int4"}, "handler.precision must be one of fp32, int8, got 'int4'"),
+        ({"precision": "int8"}, "handler.precision int8 is classify.onnx's: it needs handler.runtime onnxruntime"),
+        ({"held_out_agreement_top1": True}, "handler.held_out_agreement_top1 must be a number, got True"),
+        ({"held_out_agreement_top1": 1.5}, "handler.held_out_agreement_top1 is a fraction, got 1.5"),
+        ({"calibration_photos": -1}, "handler.calibration_photos must be >= 0, got -1"),
     ],
 )
 def test_settings_of_the_wrong_type_are_refused(tiny_pt, setting, message):

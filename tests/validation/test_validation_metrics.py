@@ -66,3 +66,20 @@ def test_the_threshold_is_met_at_equality():
     photos = [answers(f"{i}.jpg", 0, [0, 1], [0, 1], [0, 1] if i else [1, 0]) for i in range(4)]
     assert summarize(photos, [], NAMES, min_agreement=0.75)["passed"] is True
     assert summarize(photos, [], NAMES, min_agreement=0.76)["passed"] is False
+
+
+def test_an_int8_archive_is_compared_with_its_fp32_pt_beside_what_its_build_measured():
+    from mar_builder.validation.metrics import int8_versus_fp32
+
+    photos = [
+        answers("a.jpg", 0, [0, 1], [0, 1], [0, 1]),  # int8 right, as fp32
+        answers("b.jpg", 1, [1, 0], [1, 0], [0, 1]),  # int8 changes a right answer
+        answers("c.jpg", 2, [0, 2], [0, 2], [0, 2]),  # both wrong, the same way
+        answers("d.jpg", 3, [3, 0], [0, 3], [3, 0]),  # int8 fixes a wrong .pt answer
+    ]
+    recorded = {"calibration_photos": 100, "held_out_photos": 100, "held_out_agreement_top1": 0.99, "topk": 5}
+    assert int8_versus_fp32(photos, recorded) == {
+        "agreement_top1": 0.5,  # b and d differ from the .pt
+        "top1_change_points": 0.0,  # one lost, one gained
+        "build": {"calibration_photos": 100, "held_out_photos": 100, "held_out_agreement_top1": 0.99},
+    }

@@ -71,3 +71,14 @@ def test_per_class_rows_put_the_lowest_accuracy_of_any_source_first_and_mark_dif
     page = render(summary(per_class=per_class), {})
     assert page.index("<td>Bee</td>") < page.index("<td>cat</td>") < page.index("<td>ant</td>")
     assert "<tr class=differs><td>Bee</td>" in page and "<tr><td>cat</td>" in page
+
+
+def test_an_int8_archive_gets_its_comparison_with_fp32_on_the_page_and_in_the_text():
+    build = {"calibration_photos": 100, "held_out_photos": 100, "held_out_agreement_top1": 0.99}
+    int8 = summary(precision="int8", int8_vs_fp32={"agreement_top1": 0.98, "top1_change_points": -0.5, "build": build})
+    line = (
+        "int8 (c) against fp32 (b): the same top-1 on 98.0 % of these photos, top-1 accuracy -0.5 points; "
+        "the build calibrated on 100 photos and measured 99.0 % agreement on 100 held-out ones"
+    )
+    assert line in results_text(int8) and line in render(int8, {})
+    assert "int8 (c)" not in results_text(summary()) and "int8 (c)" not in render(summary(), {})

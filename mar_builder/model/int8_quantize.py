@@ -1,0 +1,184 @@
+"""int8 classify.onnx: NNCF's post-training quantization with accuracy control, on the user's own photos.
+
+NNCF (`nncf.quantize_with_accuracy_control`, docs/int8.md says why this library) quantizes classify.onnx
+with the calibration photos, measures top-1 agreement with the fp32 file on the held-out photos, and
+while the agreement is below the target puts back in fp32 the groups of operations whose quantization
+costs the most agreement. This module gives it the photos and the metric, then measures the result
+itself, as a worker runs it, and refuses it when the target is not reached.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, List, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ExportError
+from .calibration_photos import CalibrationSplit
+from .export import staged_file
+
+logger = logging.getLogger(__name__)
+
+# The operations whose weights int8 quantizes: a node of these types is in int8 when its weight comes
+# through a DequantizeLinear node, and in fp32 when accuracy control put it back.
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Accuracy control's rounds at most (each puts one group of operations back in fp32, or steps back):
+# beyond this much fp32 an int8 archive keeps little of its speed, so the build is refused instead.
+MAX_ACCURACY_CONTROL_ROUNDS = 24
+# Held-out photos that rank the groups of operations (NNCF's ranking_subset_size): those whose answers
+# int8 moves most. Each of the ~50 groups of EfficientNet-Lite0 is ranked by running them once.
+RANKING_PHOTOS = 16
+# Top-1 agreement alone ties almost every group (few photos change class), so the metric NNCF ranks by
+# subtracts this much times the mean total variation distance to fp32's probabilities: less than one
+# photo in a million, so the agreement the target is checked on moves by less than one photo.
+TIE_BREAK = 1e-6
+# Crops per ONNX Runtime call while measuring (static int8 ranges: no image changes another's answer).
+BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Int8Result:
+    """What the int8 classify.onnx was measured to be; model-config.yaml records it."""
+
+    path: Path  # the int8 classify.onnx (QuantizeLinear/DequantizeLinear pairs, weights stored as int8)
+    calibration_photos: int  # photos whose activations set the int8 ranges
+    held_out_photos: int  # photos the agreement is measured on, none of them used to calibrate
+    agreement_top1: float  # fraction of held-out photos whose int8 top-1 class is the fp32 one
+    int8_operations: int  # of WEIGHTED_OPS, those quantized
+    weighted_operations: int  # all WEIGHTED_OPS nodes in the graph
+
+
+def quantize_classify(
+    fp32_onnx: Path,
+    split: CalibrationSplit,
+    min_agreement: float,
+    output: Path,
+    max_rounds: int | None = None,
+) -> Int8Result:
+    """Write the int8 quantization of `fp32_onnx` (classify.onnx, onnx_export's names) to `output`.
+
+    Calibrates on `split.calibration`, keeps in fp32 what NNCF's accuracy control finds most costly
+    until the top-1 agreement with `fp32_onnx` on `split.held_out` is at least `min_agreement` (a
+    fraction), within `max_rounds` rounds (None: MAX_ACCURACY_CONTROL_ROUNDS). Raises ExportError,
+    naming the agreement reached, when the target is not met; `output` is then not written.
+    """
+    import onnx
+
+    nncf = _import_nncf()
+    from nncf.parameters import DropType
+    from nncf.quantization.advanced_parameters import (
+        AdvancedAccuracyRestorerParameters,
+        AdvancedQuantizationParameters,
+        OverflowFix,
+    )
+
+    max_rounds = MAX_ACCURACY_CONTROL_ROUNDS if max_rounds is None else max_rounds
+    fp32_model = onnx.load(str(fp32_onnx))
+    input_name = fp32_model.graph.input[0].name
+    fp32_probabilities = probabilities(_session(fp32_model.SerializeToString()), input_name, split.held_out)
+    reference = [int(p.argmax()) for p in fp32_probabilities]
+    held_out = list(zip(split.held_out, fp32_probabilities, strict=True))
+
+    def agreement_with_fp32(model: Any, items: Iterable[Tuple[np.ndarray, np.ndarray]]) -> Tuple[float, List[float]]:
+        """NNCF's validation_fn: per item 1.0 where the top-1 is fp32's (else 0.0), less TIE_BREAK x the total
+        variation distance between the two probability rows; and their mean, the metric."""
+        items = list(items)
+        found = probabilities(_session(model.SerializeToString()), input_name, [crop for crop, _ in items])
+        values = [
+            float(got.argmax() == expected.argmax()) - TIE_BREAK * 0.5 * float(np.abs(got - expected).sum())
+            for got, (_, expected) in zip(found, items, strict=True)
+        ]
+        return sum(values) / len(values), values
+
+    logger.info(
+        "quantizing classify to int8 with NNCF: %d calibration photos, then accuracy control until top-1 "
+        "agreement with fp32 on %d held-out photos is at least %.4f",
+        len(split.calibration),
+        len(held_out),
+        min_agreement,
+    )
+    try:
+        int8_model = nncf.quantize_with_accuracy_control(
+            fp32_model,
+            nncf.Dataset(split.calibration, lambda crop: {input_name: crop[np.newaxis]}),
+            nncf.Dataset(held_out),
+            agreement_with_fp32,
+            # Agreement with fp32 is 1.0 for fp32 itself: the drop allowed is what the target leaves, and
+            # TIE_BREAK (the metric's tie-breaker is at most that): with fewer than a million photos no
+            # agreement lies in [target - TIE_BREAK, target), and the file is measured again below.
+            max_drop=1.0 - min_agreement + TIE_BREAK,
+            drop_type=DropType.ABSOLUTE,
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            target_device=nncf.TargetDevice.CPU,
+            subset_size=len(split.calibration),
+            # int8 weights in 7 bits: AVX2 and AVX-512 CPUs without VNNI add pairs of u8 x s8 products in
+            # 16 bits, which 8-bit weights can overflow; with 7 the integer results are the same on every
+            # CPU, so the agreement measured here holds on the serving machine too.
+            advanced_quantization_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE),
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                max_num_iterations=max_rounds, ranking_subset_size=RANKING_PHOTOS, num_ranking_workers=1
+            ),
+        )
+    except Exception as e:  # NNCF raises its own types for graphs it cannot quantize
+        raise ExportError(f"NNCF could not quantize classify.onnx to int8: {type(e).__name__}: {e}") from e
+    quantized, weighted = int8_operation_counts(int8_model)
+    # Measured again as a worker runs it (one thread, the file as saved), not as NNCF last saw it.
+    with staged_file(output) as tmp:
+        onnx.save(int8_model, str(tmp))
+        found = probabilities(_session(str(tmp), threads=1), input_name, split.held_out)
+        agreement = sum(int(p.argmax()) == r for p, r in zip(found, reference, strict=True)) / len(reference)
+        if agreement < min_agreement:
+            raise ExportError(
+                f"int8 reached top-1 agreement {agreement:.4f} with fp32 on {len(reference)} held-out photos "
+                f"({quantized} of {weighted} convolutions and matrix products in int8 after at most {max_rounds} "
+                f"rounds of accuracy control), below --min-agreement {min_agreement:g}: nothing packed. More "
+                "varied calibration photos, a lower --min-agreement, or the fp32 default may do"
+            )
+    logger.info(
+        "int8 classify: top-1 agreement %.4f with fp32 on %d held-out photos; %d of %d convolutions and matrix "
+        "products in int8",
+        agreement,
+        len(reference),
+        quantized,
+        weighted,
+    )
+    return Int8Result(output, len(split.calibration), len(reference), agreement, quantized, weighted)
+
+
+def int8_operation_counts(model: Any) -> Tuple[int, int]:
+    """(quantized, all) nodes of WEIGHTED_OPS in an onnx.ModelProto: quantized when a weight input comes
+    from a DequantizeLinear node."""
+    dequantized = {out for node in model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    weighted = [node for node in model.graph.node if node.op_type in WEIGHTED_OPS]
+    quantized = sum(len(node.input) > 1 and node.input[1] in dequantized for node in weighted)
+    return quantized, len(weighted)
+
+
+def probabilities(session: Any, input_name: str, crops: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """classify's probabilities (classes,) for each crop (3, crop, crop), in batches of BATCH_SIZE."""
+    rows: List[np.ndarray] = []
+    for start in range(0, len(crops), BATCH_SIZE):
+        batch = np.stack(crops[start : start + BATCH_SIZE])
+        rows.extend(session.run(None, {input_name: batch})[0])
+    return rows
+
+
+def _session(model: "bytes | str", threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session; `threads` 0 lets ONNX Runtime choose."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: ONNX Runtime warns about every unused initializer
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _import_nncf() -> Any:
+    try:
+        import nncf
+    except ImportError:
+        raise ExportError(
+            "--precision int8 needs NNCF: `make venv` installs the pinned one (requirements-int8.txt)"
+        ) from None
+    return nncf
