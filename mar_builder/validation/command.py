@@ -48,8 +48,15 @@ def run_validate(args: argparse.Namespace) -> int:
         eager_source = "the eager EfficientNet-Lite0 of --default-model"
     else:
         eager_source = "the eager network of --arch/--model-file/--weights"
-    eager_source += f"; the archive's recipe as torchvision transforms on PIL images, then its {settings.head}"
-    models = InProcessModels(pt, settings, network)
+    transforms = None
+    if args.transforms is not None:
+        from ..model.transform_check import load_transform
+
+        transforms = load_transform(args.transforms)
+        eager_source += f"; your --transforms {args.transforms} on PIL images, then the archive's {settings.head}"
+    else:
+        eager_source += f"; the archive's recipe as torchvision transforms on PIL images, then its {settings.head}"
+    models = InProcessModels(pt, settings, network, transforms)
     logger.info("%d photos to measure; starting TorchServe with a copy of %s", len(known), args.mar)
     # SIGTERM (a CI timeout, `kill`) exits through the `with`, so the server is stopped, not orphaned.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
