@@ -11,9 +11,10 @@ Prints a Markdown table.
 import argparse
 import csv
 import platform
+import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -26,26 +27,22 @@ from mar_builder.model.predictor import Predictor
 
 OWN = "its own recipe (resize 256 bilinear, crop 224)"
 HALF = ((0.5,) * 3, (0.5,) * 3)
+PREDICTOR = "this tool's Predictor (uint8 path, its own recipe)"
 
 
-def pil_variants() -> Dict[str, Callable[[Image.Image], torch.Tensor]]:
-    bicubic = T.InterpolationMode.BICUBIC
-    to_bgr = T.Lambda(lambda x: x.flip(0))
+def pil_variants(image: Image.Image) -> Dict[str, torch.Tensor]:
+    """Each row's network input for one PIL photo; rows that share their resize and crop compute them once."""
+    crop = T.CenterCrop(224)
+    resized = T.ToTensor()(crop(T.Resize(256)(image)))
+    half, imagenet = T.Normalize(*HALF), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    bicubic = T.Resize(256, interpolation=T.InterpolationMode.BICUBIC)
     return {
-        OWN: T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(*HALF)]),
-        "bicubic instead of bilinear": T.Compose(
-            [T.Resize(256, interpolation=bicubic), T.CenterCrop(224), T.ToTensor(), T.Normalize(*HALF)]
-        ),
-        "resize 232 instead of 256 (torchvision's newer recipes)": T.Compose(
-            [T.Resize(232), T.CenterCrop(224), T.ToTensor(), T.Normalize(*HALF)]
-        ),
-        "squash to 224x224 instead of resize + crop": T.Compose(
-            [T.Resize((224, 224)), T.ToTensor(), T.Normalize(*HALF)]
-        ),
-        "ImageNet mean/std instead of its own": T.Compose(
-            [T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        ),
-        "BGR instead of RGB": T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), to_bgr, T.Normalize(*HALF)]),
+        OWN: half(resized),
+        "bicubic instead of bilinear": half(T.ToTensor()(crop(bicubic(image)))),
+        "resize 232 instead of 256 (torchvision's newer recipes)": half(T.ToTensor()(crop(T.Resize(232)(image)))),
+        "squash to 224x224 instead of resize + crop": half(T.ToTensor()(T.Resize((224, 224))(image))),
+        "ImageNet mean/std instead of its own": imagenet(resized),
+        "BGR instead of RGB": half(resized.flip(0)),
     }
 
 
@@ -55,24 +52,22 @@ def labelled_photos(folder: Path) -> List[tuple]:
 
 
 def measure(photos: Sequence[tuple]) -> Dict[str, List[int]]:
-    """Each variant's top-1 class index per photo (the .pt row included)."""
+    """Each row's top-1 class index per photo."""
     network = load_default_model()
     # Eager: the default network cannot be scripted (the build traces it); the .pt runs the same steps, verified.
     predictor = Predictor(network, imagenet_class_names(), DEFAULT_RECIPE)
-    answers: Dict[str, List[int]] = {name: [] for name in pil_variants()}
-    answers["this tool's Predictor (uint8 path, its own recipe)"] = []
-    variants = pil_variants()
+    answers: Dict[str, List[int]] = {}
     with torch.no_grad():
-        for path, _ in photos:
+        for done, (path, _) in enumerate(photos):
+            if done and done % 25 == 0:
+                print(f"{done} of {len(photos)} photos", file=sys.stderr, flush=True)
             with Image.open(path) as opened:
                 image = opened.convert("RGB")
-            batch = torch.stack([transform(image) for transform in variants.values()])
-            for name, logits in zip(variants, network(batch), strict=True):
-                answers[name].append(int(logits.argmax()))
+            inputs = pil_variants(image)
             pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-            answers["this tool's Predictor (uint8 path, its own recipe)"].append(
-                int(predictor(pixels.unsqueeze(0))[0].argmax())
-            )
+            inputs[PREDICTOR] = predictor.preprocess(pixels)
+            for name, logits in zip(inputs, network(torch.stack(list(inputs.values()))), strict=True):
+                answers.setdefault(name, []).append(int(logits.argmax()))
     return answers
 
 
@@ -86,6 +81,17 @@ def table(answers: Dict[str, List[int]], labels: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=Path, required=True, help="a folder with labels.csv (file, class_index)")
@@ -95,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     answers = measure(photos)
     print(table(answers, [label for _, label in photos]))
     print(
-        f"\n{len(photos)} photos of {args.photos}, {time.strftime('%Y-%m-%d')}, {platform.processor() or 'CPU'}, "
+        f"\n{len(photos)} photos of {args.photos}, {time.strftime('%Y-%m-%d')}, {cpu_name()}, "
         f"torch {torch.__version__}, {time.perf_counter() - start:.0f} s"
     )
     return 0

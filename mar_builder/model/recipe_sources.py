@@ -49,7 +49,10 @@ def timm_recipe(network: nn.Module) -> Recipe | None:
     from timm.data import create_transform, resolve_data_config
 
     config = resolve_data_config({}, model=network)
-    recipe = compile_transform(create_transform(**config, is_training=False), "timm's pretrained_cfg transform")
+    try:
+        recipe = compile_transform(create_transform(**config, is_training=False), "timm's pretrained_cfg transform")
+    except RecipeError as e:
+        raise RecipeError(f"{e}; or give the recipe yourself: --no-weights-recipe with the flags") from None
     # timm's Normalize holds float32 tensors: the config's own numbers, not their float32 roundings.
     return replace(recipe, mean=tuple(float(v) for v in config["mean"]), std=tuple(float(v) for v in config["std"]))
 
