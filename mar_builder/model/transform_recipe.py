@@ -76,6 +76,10 @@ def compile_transform(transform: Any, source: str = "the transform") -> Recipe:
             _once(seen, name, source)
             fields["grayscale"] = int(step.num_output_channels)
             fields["grayscale_first"] = "Resize" not in seen
+        elif name == "ToTensor" and type(step).__module__.startswith("timm"):
+            # timm's own ToTensor is pil_to_tensor then a dtype cast: no scaling to [0, 1].
+            _once_conversion(seen, name, source)
+            tensor, rescale = True, 1.0
         elif name in ("ToTensor", "MaybeToTensor"):
             _once_conversion(seen, name, source)
             tensor, rescale = True, 1 / 255
@@ -125,6 +129,8 @@ def _preset_fields(preset: Any) -> Dict[str, Any]:
 
 def _resize_fields(step: Any, tensor: bool, source: str, size: Any = None) -> Dict[str, Any]:
     size = step.size if size is None else size
+    if size is None:  # v2.Resize(size=None, max_size=M): the longer side to M
+        raise RecipeError(f"{source}: Resize(size=None, max_size=...) has no equivalent; give the shorter side's size")
     sides = (int(size),) if isinstance(size, int) else tuple(int(v) for v in size)
     interpolation = interpolation_name(step.interpolation)
     if interpolation not in ("bilinear", "bicubic", "nearest", "nearest-exact"):

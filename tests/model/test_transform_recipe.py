@@ -108,6 +108,7 @@ def test_nn_sequential_and_nearest_on_pil():
         (T.Compose([T.CenterCrop(224), T.Resize(256), T.ToTensor()]), r"Resize after CenterCrop"),
         (T.Compose([T.Resize(256, interpolation=T.InterpolationMode.LANCZOS), T.CenterCrop(2)]), r"lanczos"),
         ("resize 256", r"builtins.str has no exact equivalent"),
+        (v2.Compose([v2.Resize(size=None, max_size=300), v2.CenterCrop(224)]), r"Resize\(size=None, max_size"),
     ],
 )
 def test_steps_without_an_exact_equivalent_are_refused_by_name(transform, message):
@@ -130,3 +131,11 @@ def test_flags_replace_values_of_the_weights_recipe(caplog):
     assert "resize: flag, crop: torchvision's resnet50 weights" in caplog.text
     opted_out = Recipe(resize=(128,), crop=(112, 112))
     assert resolve_recipe(opted_out, (), torch.nn.Identity(), "resnet50", weights_recipe=False) == opted_out
+
+
+def test_timms_own_to_tensor_does_not_scale():
+    timm = pytest.importorskip("timm")
+    transform = T.Compose([T.Resize(100), T.CenterCrop(96), timm.data.transforms.ToTensor()])
+    recipe = compile_transform(transform)
+    assert recipe.rescale == 1.0 and recipe.mean is None
+    assert_matches_on_photos(transform, recipe)
