@@ -153,3 +153,10 @@ def test_bad_recipes_exit_1_with_one_line_and_write_nothing(user_files, capsys, 
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert __import__("re").search(message, err), err
     assert not out.exists()
+
+
+def test_validate_takes_the_users_transform():
+    from mar_builder.cli import build_parser
+
+    args = build_parser().parse_args(["validate", "--data", "d", "--mar", "m.mar", "--transforms", "t.py:testval"])
+    assert args.transforms == "t.py:testval"

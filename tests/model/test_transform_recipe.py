@@ -139,3 +139,26 @@ def test_timms_own_to_tensor_does_not_scale():
     recipe = compile_transform(transform)
     assert recipe.rescale == 1.0 and recipe.mean is None
     assert_matches_on_photos(transform, recipe)
+
+
+def test_a_recipe_that_differs_from_its_transform_is_refused():
+    """What the build does after compiling: a step named like torchvision's that does something else shows here."""
+    from mar_builder.model.transform_check import check_recipe
+
+    wrong = Recipe(resize=(256,), crop=(224, 224), interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3)
+    with pytest.raises(RecipeError, match=r"differ on 3 photos by up to .* more than 4 grey levels"):
+        check_recipe(TESTVAL_TRANSFORMS, wrong, "--transforms")
+    assert check_recipe(TESTVAL_TRANSFORMS, compile_transform(TESTVAL_TRANSFORMS), "--transforms").photos == 3
+
+
+def test_check_photos_adds_a_folder(tmp_path):
+    from PIL import Image
+
+    from mar_builder.errors import SettingsError
+
+    Image.new("RGB", (300, 200), (10, 200, 30)).save(tmp_path / "leaf.png")
+    (tmp_path / "notes.txt").write_text("not a photo")
+    assert [p.name for p in check_photos(tmp_path)][-1] == "leaf.png" and len(check_photos(tmp_path)) == 4
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SettingsError, match=r"--check-photos: .*empty holds no photos"):
+        check_photos(tmp_path / "empty")
