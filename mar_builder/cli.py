@@ -108,10 +108,10 @@ def check_precision_flags(args: argparse.Namespace) -> None:
 
 def build_predictor() -> "Predictor":
     """The embedded default: EfficientNet-Lite0 with the 1000 ImageNet labels."""
-    from .model.default_model import imagenet_class_names, load_default_model
+    from .model.default_model import DEFAULT_RECIPE, imagenet_class_names, load_default_model
     from .model.predictor import Predictor
 
-    return Predictor(load_default_model(), imagenet_class_names())
+    return Predictor(load_default_model(), imagenet_class_names(), DEFAULT_RECIPE)
 
 
 def write_pt(args: argparse.Namespace, output: Path) -> None:
@@ -195,12 +195,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "deploy":
         run_deploy(args)
         return 0
-    if not NAME_PATTERN.match(args.name):
-        raise SettingsError(f"--name {args.name!r}: use letters, digits, '_', '-' or '.', starting with a letter")
-    if not NAME_PATTERN.match("v" + args.version):
-        raise SettingsError(f"--version {args.version!r}: use letters, digits, '_', '-' or '.'")
-    if args.topk < 1:
-        raise SettingsError(f"--topk must be at least 1, got {args.topk}")
+    check_archive_flags(args.name, args.version, args.topk)
     check_precision_flags(args)
     from .archive.model_archive import pack_archive
     from .model.onnx_export import runtime_files
@@ -237,6 +232,16 @@ def build_int8(args: argparse.Namespace, pt_path: Path, fp32_onnx: "Path | None"
     split = load_calibration_split(args.calibration, predictor)
     folder.mkdir()
     return quantize_classify(fp32_onnx, split, args.min_agreement, folder / fp32_onnx.name)
+
+
+def check_archive_flags(name: str, version: str, topk: int) -> None:
+    """--name, --version and --topk as TorchServe takes them; SettingsError otherwise."""
+    if not NAME_PATTERN.match(name):
+        raise SettingsError(f"--name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter")
+    if not NAME_PATTERN.match("v" + version):
+        raise SettingsError(f"--version {version!r}: use letters, digits, '_', '-' or '.'")
+    if topk < 1:
+        raise SettingsError(f"--topk must be at least 1, got {topk}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

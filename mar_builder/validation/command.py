@@ -48,8 +48,15 @@ def run_validate(args: argparse.Namespace) -> int:
         eager_source = "the eager EfficientNet-Lite0 of --default-model"
     else:
         eager_source = "the eager network of --arch/--model-file/--weights"
-    eager_source += "; PIL Resize, CenterCrop, ToTensor, Normalize with the archive's sizes, mean and std"
-    models = InProcessModels(pt, settings, network)
+    transforms = None
+    if args.transforms is not None:
+        from ..model.transform_check import load_transform
+
+        transforms = load_transform(args.transforms)
+        eager_source += f"; your --transforms {args.transforms} on PIL images, then the archive's {settings.head}"
+    else:
+        eager_source += f"; the archive's recipe as torchvision transforms on PIL images, then its {settings.head}"
+    models = InProcessModels(pt, settings, network, transforms)
     logger.info("%d photos to measure; starting TorchServe with a copy of %s", len(known), args.mar)
     # SIGTERM (a CI timeout, `kill`) exits through the `with`, so the server is stopped, not orphaned.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -73,8 +80,7 @@ def run_validate(args: argparse.Namespace) -> int:
         f"a TorchServe on free loopback ports serving a copy of the archive whose model-config.yaml sets handler "
         f"topk to all {len(settings.class_names)} classes (the user's archive is unchanged), classify in "
         f"{runtime} ({summary['precision']}), each photo's bytes sent as application/octet-stream",
-        f"resize {settings.resize_size}, crop {settings.crop_size}, "
-        f"mean {list(settings.mean)}, std {list(settings.std)}",
+        settings.recipe.describe(),
     )
     summary_path = write_summary(out, summary)
     paths: Dict[str, Path] = {a.name: a.path for a in answers}
