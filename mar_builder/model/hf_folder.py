@@ -6,14 +6,18 @@ import contextlib
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Tuple
 
 import torch
 from torch import nn
 
 from ..errors import ModelSourceError, first_line
 from .class_names import validate_class_names
+
+if TYPE_CHECKING:
+    from .predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +29,9 @@ PICKLED_WEIGHTS_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 MULTI_LABEL = "multi_label_classification"  # config.json's problem_type that gets the sigmoid head
 # What the hub client reads to stay off the network; set while the folder loads (local_files_only as well).
 OFFLINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+# Attention as plain matmul and softmax: the traced graph then holds only operators that torch 2.4 (TorchServe's
+# images) loads and that the ONNX exporter converts; SDPA's operator has gained arguments since.
+ATTENTION = "eager"
 
 
 class LogitsOnly(nn.Module):
@@ -55,6 +62,63 @@ def hub_offline() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def build_hf_predictor(folder: Path) -> "Predictor":
+    """The eager Predictor of a save_pretrained folder: its network (LogitsOnly), id2label's class names, the head
+    that problem_type asks for and the Recipe compiled from its image processor. Raises ModelSourceError."""
+    from .hf_preprocessing import recipe_from_processor
+    from .predictor import Predictor
+
+    network, config = load_network(folder)
+    processor = load_processor(folder)
+    recipe = recipe_from_processor(processor)
+    class_names = class_names_from_config(config, folder)
+    head = head_for_problem_type(getattr(config, "problem_type", None), folder)
+    logger.info(
+        "%s from %s: %d classes (id2label), head %s (problem_type %s)",
+        type(network.model).__name__,
+        folder,
+        len(class_names),
+        head,
+        getattr(config, "problem_type", None),
+    )
+    logger.info("preprocessing from %s: %s", type(processor).__name__, recipe.describe())
+    return Predictor(network, class_names, recipe, head)
+
+
+def load_processor(folder: Path) -> Any:
+    """The folder's image processor as AutoImageProcessor reads preprocessor_config.json: transformers' default
+    (torchvision) backend, from the folder only. Raises ModelSourceError when transformers cannot read it."""
+    folder = Path(folder).resolve()
+    with hub_offline():
+        from transformers import AutoImageProcessor
+
+        try:
+            return AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        except Exception as e:  # unknown processor types, bad JSON, missing keys: ValueError, OSError, KeyError
+            raise ModelSourceError(f"--hf {folder}: {PREPROCESSOR_FILE} cannot be read: {first_line(e)}") from e
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' progress bars, advice and deprecation notices, and the tracer's remarks on its shape checks
+    (they hold for the one input size the Predictor feeds), silenced while a folder loads and exports."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+            yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
 
 
 def check_folder(folder: Path) -> Dict[str, Any]:
@@ -169,6 +233,7 @@ def load_network(folder: Path) -> Tuple[nn.Module, Any]:
                 local_files_only=True,
                 use_safetensors=True,
                 dtype=torch.float32,
+                attn_implementation=ATTENTION,
                 output_loading_info=True,
             )
         except Exception as e:  # safetensors errors, shape mismatches (RuntimeError), unreadable files
