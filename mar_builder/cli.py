@@ -65,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_predictor() -> "Predictor":
     """The embedded default: EfficientNet-Lite0 with the 1000 ImageNet labels."""
-    from .model.default_model import imagenet_class_names, load_default_model
+    from .model.default_model import DEFAULT_RECIPE, imagenet_class_names, load_default_model
     from .model.predictor import Predictor
 
-    return Predictor(load_default_model(), imagenet_class_names())
+    return Predictor(load_default_model(), imagenet_class_names(), DEFAULT_RECIPE)
 
 
 def write_pt(args: argparse.Namespace, output: Path) -> None:

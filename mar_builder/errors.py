@@ -9,6 +9,10 @@ class SettingsError(ExportError):
     """A flag or flag combination is invalid: preprocessing, name, version, top-k, model source."""
 
 
+class RecipeError(SettingsError, ValueError):
+    """A preprocessing recipe (or output head) that torchvision would refuse or the Predictor cannot serve."""
+
+
 class ClassNamesError(ExportError):
     """The class list is missing, empty, duplicated or malformed."""
 

@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from mar_builder.cli import main as build_main
+from mar_builder.model.default_model import DEFAULT_RECIPE
 from mar_builder.model.export import export_predictor
 from mar_builder.model.predictor import Predictor
+from mar_builder.model.recipe import Recipe
 from mar_builder.server.local_server import LocalTorchServe
 
 
@@ -31,9 +33,10 @@ def class_names(n: int) -> List[str]:
 
 @pytest.fixture
 def tiny_predictor() -> Callable[..., Predictor]:
-    def make(num_classes: int = 5, **kwargs) -> Predictor:
+    def make(num_classes: int = 5, recipe: Recipe = DEFAULT_RECIPE, **kwargs) -> Predictor:
+        """A tiny CNN with the tutorial's recipe (resize 256, crop 224, mean and std 0.5) unless told otherwise."""
         torch.manual_seed(0)
-        return Predictor(TinyCNN(num_classes), class_names(num_classes), **kwargs)
+        return Predictor(TinyCNN(num_classes), class_names(num_classes), recipe, **kwargs)
 
     return make
 

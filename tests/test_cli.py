@@ -16,6 +16,7 @@ from user_model_files import ARCH, NAMES, custom_network, run, write_user_files
 from mar_builder import cli
 from mar_builder.model import export
 from mar_builder.model.predictor import Predictor
+from mar_builder.model.recipe import Recipe
 
 SMALL = ["--resize", "72", "--crop", "64"]  # keeps the torchvision network fast
 
@@ -39,10 +40,11 @@ def test_arch_weights_and_classes_export_the_eager_model(files, capsys, caplog):
     code, err = run(["export", "--output", out, *flags, "--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,0.2"], capsys)
     assert code == 0, err
     reloaded = torch.jit.load(str(out))
-    assert list(reloaded.class_names) == NAMES and (reloaded.resize_size, reloaded.crop_size) == (72, 64)
+    assert list(reloaded.class_names) == NAMES and (reloaded.resize, reloaded.crop) == ([72], [64, 64])
     assert list(reloaded.mean) == [0.5] * 3 and list(reloaded.std) == [0.2] * 3
     torch.manual_seed(0)
-    eager = Predictor(torchvision.models.get_model(ARCH, num_classes=4), NAMES, (0.5,) * 3, (0.2,) * 3, 72, 64)
+    recipe = Recipe(resize=(72,), crop=(64, 64), mean=(0.5,) * 3, std=(0.2,) * 3)
+    eager = Predictor(torchvision.models.get_model(ARCH, num_classes=4), NAMES, recipe)
     for image in images():
         torch.testing.assert_close(reloaded(image), eager(image))
     assert "inner network scripted" in caplog.text
@@ -105,7 +107,7 @@ def test_unscriptable_model_file_falls_back_to_tracing_and_the_pt_stands_alone(f
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    eager = Predictor(network, NAMES, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    eager = Predictor(network, NAMES, Recipe())
     torch.testing.assert_close(torch.tensor(json.loads(out.stdout)), eager(images()[0])[0])
 
 
@@ -149,7 +151,7 @@ def test_whole_pickled_model_with_allow_pickle(tmp_path, capsys, caplog):
     assert code == 0, err
     assert "runs any code the file holds" in caplog.text  # a warning: shown without --verbose
     image = images()[0]
-    expected = Predictor(network, class_names(3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(image)
+    expected = Predictor(network, class_names(3), Recipe())(image)
     torch.testing.assert_close(torch.jit.load(str(tmp_path / "m.pt"))(image), expected)
 
 

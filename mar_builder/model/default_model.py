@@ -5,8 +5,14 @@ from typing import List
 import torch
 from torch import nn
 
-# Its weights expect inputs scaled to [-1, 1], which is what constants.DEFAULT_MEAN / DEFAULT_STD give.
+from ..constants import DEFAULT_CROP_SIZE, DEFAULT_MEAN, DEFAULT_RESIZE_SIZE, DEFAULT_STD
+from .recipe import Recipe
+
 ARCH = "efficientnet-lite0"
+# The tutorial's recipe: resize 256 bilinear, crop 224; its weights expect inputs scaled to [-1, 1].
+DEFAULT_RECIPE = Recipe(
+    resize=(DEFAULT_RESIZE_SIZE,), crop=(DEFAULT_CROP_SIZE, DEFAULT_CROP_SIZE), mean=DEFAULT_MEAN, std=DEFAULT_STD
+)
 
 
 def imagenet_class_names() -> List[str]:

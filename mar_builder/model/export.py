@@ -31,9 +31,11 @@ def torchscript_deprecation_acknowledged() -> Iterator[None]:
         yield
 
 
-def trace_network(network: nn.Module, crop_size: int = DEFAULT_CROP_SIZE) -> torch.jit.ScriptModule:
-    """Trace the inner network on one crop-sized input (for networks TorchScript cannot script)."""
-    example = torch.rand(1, 3, crop_size, crop_size)
+def trace_network(
+    network: nn.Module, input_size: Sequence[int] = (3, DEFAULT_CROP_SIZE, DEFAULT_CROP_SIZE)
+) -> torch.jit.ScriptModule:
+    """Trace the inner network on one input of input_size (C, h, w) (for networks TorchScript cannot script)."""
+    example = torch.rand(1, *input_size)
     with torchscript_deprecation_acknowledged(), torch.no_grad():
         return torch.jit.trace(network.eval(), example)
 
@@ -113,7 +115,7 @@ def export_predictor(predictor: Predictor, output: Path, trace: bool = False) ->
             return "scripted"
         except Exception as e:  # TorchScript raises many types: unsupported Python, unsavable calls, mismatches
             logger.info("scripting the network failed (%s: %s); tracing it instead", _step_of(e), first_line(e))
-    logger.info("tracing the inner network on a %d-pixel square input, then scripting", predictor.crop_size)
+    logger.info("tracing the inner network on a %s input, then scripting", "x".join(map(str, predictor.input_size)))
     try:
         _write_verified(lambda: script_predictor(_with_traced_network(predictor)), predictor, output)
     except _ExportStepError as e:
@@ -153,12 +155,7 @@ def _write_verified(make: Callable[[], torch.jit.ScriptModule], predictor: Predi
 
 
 def _with_traced_network(predictor: Predictor) -> Predictor:
-    """The same Predictor, its inner network replaced by a trace on a crop-sized input."""
+    """The same Predictor, its inner network replaced by a trace on an input of the recipe's output size."""
     return Predictor(
-        trace_network(predictor.model, predictor.crop_size),
-        predictor.class_names,
-        mean=predictor.mean,
-        std=predictor.std,
-        resize_size=predictor.resize_size,
-        crop_size=predictor.crop_size,
+        trace_network(predictor.model, predictor.input_size), predictor.class_names, predictor.recipe, predictor.head
     )

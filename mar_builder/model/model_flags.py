@@ -23,6 +23,7 @@ USER_MODEL_FLAGS = {
     "resize": "--resize",
     "crop": "--crop",
     "ema": "--ema",
+    "head": "--head",
 }
 NETWORK_FLAGS = ("arch", "model_file", "weights")
 
@@ -93,6 +94,14 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     preprocessing.add_argument("--resize", type=int, metavar="PIXELS", help="resize the short side (default: 256)")
     preprocessing.add_argument("--crop", type=int, metavar="PIXELS", help="then crop the centre (default: 224)")
     source.add_argument(
+        "--head",
+        choices=("softmax", "sigmoid"),
+        help="how logits become probabilities: softmax (classes exclude each other) or sigmoid (multi-label: each "
+        "class its own probability). Default: sigmoid for a network with one output (a binary classifier trained "
+        "with BCEWithLogitsLoss: one class name answers its probability, two (negative, positive) answer both), "
+        "softmax otherwise",
+    )
+    source.add_argument(
         "--rebuild",
         action="store_true",
         help="with --pt: read a tutorial-style Predictor's network and Resize/CenterCrop/Normalize and export "
@@ -107,7 +116,7 @@ def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
     """Your model as the flags describe it; None for --pt (see pt_class_names) and for the default model."""
     from .class_names import class_names_from_dir, read_class_names
     from .model_sources import parse_model_kwargs
-    from .user_model import Preprocessing, UserModel
+    from .user_model import UserModel, recipe_from_flags
 
     given = [flag for dest, flag in USER_MODEL_FLAGS.items() if getattr(args, dest) not in (None, False)]
     if args.pt is not None:
@@ -126,7 +135,7 @@ def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
             f"{', '.join(given)} describe your own model: add --arch NAME or --model-file FILE.py:NAME, "
             "with --weights CKPT"
         )
-    preprocessing = Preprocessing.from_flags(args.mean, args.std, args.resize, args.crop)
+    recipe = recipe_from_flags(args.mean, args.std, args.resize, args.crop)
     model_kwargs = parse_model_kwargs(args.model_kwargs) if args.model_kwargs is not None else None
     if args.classes is not None:
         class_names = read_class_names(args.classes)
@@ -134,7 +143,7 @@ def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
         class_names = class_names_from_dir(args.classes_from_dir)
     else:
         raise SettingsError("your own model needs its class names: --classes FILE or --classes-from-dir DIR")
-    flags = {"mean": args.mean, "std": args.std, "resize_size": args.resize, "crop_size": args.crop}
+    flags = {"mean": args.mean, "std": args.std, "resize": args.resize, "crop": args.crop}
     return UserModel(
         given_preprocessing=tuple(name for name, value in flags.items() if value is not None),
         ema=args.ema,
@@ -144,7 +153,8 @@ def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
         model_file=args.model_file,
         model_kwargs=model_kwargs,
         allow_pickle=args.allow_pickle,
-        preprocessing=preprocessing,
+        recipe=recipe,
+        head=args.head,
     )
 
 

@@ -157,7 +157,10 @@ def check_exported_pt(path: Path, module: torch.jit.ScriptModule | None = None) 
                 f"but has {len(class_names)} class names"
             )
         total = float(probabilities.sum())
-        if not abs(total - 1.0) <= PROBABILITY_TOLERANCE or bool((probabilities < 0).any()):
+        if bool((probabilities < 0).any()) or bool((probabilities > 1).any()):
+            raise ModelSourceError(f"--pt: {path} does not answer probabilities (some are outside [0, 1])")
+        # A sigmoid head (multi-label) gives each class its own probability: only a softmax's sum to 1.
+        if getattr(module, "head", "softmax") == "softmax" and not abs(total - 1.0) <= PROBABILITY_TOLERANCE:
             raise ModelSourceError(f"--pt: {path} does not answer probabilities (they sum to {total:.4g})")
         if not torch.allclose(batched, probabilities, atol=1e-5, rtol=1e-4):
             raise ModelSourceError(f"--pt: {path}'s preprocess + classify differs from its forward on a {h}x{w} image")

@@ -3,7 +3,7 @@
 import logging
 import warnings
 from pathlib import Path
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ def runtime_files(requested: str | None, pt_path: Path, folder: Path) -> Tuple[s
         return runtime, None
     with torchscript_deprecation_acknowledged():
         predictor = torch.jit.load(str(pt_path), map_location="cpu").eval()
-    if not hasattr(predictor, "crop_size"):
+    if not hasattr(predictor, "input_size") and not hasattr(predictor, "crop_size"):
         # A wrapped classifier (scripted_classifier.ForwardAdapter) runs its whole forward in preprocess.
         why = "a classifier served through its own forward runs in TorchScript"
         if requested:
@@ -63,7 +63,7 @@ def runtime_files(requested: str | None, pt_path: Path, folder: Path) -> Tuple[s
 def export_onnx(predictor: torch.jit.ScriptModule, output: Path) -> Path:
     """Write `predictor.classify` as ONNX to `output` and check it in ONNX Runtime; raises ExportError.
 
-    The graph takes float32 images (N, 3, crop, crop), N of any size, named "images", and gives float32
+    The graph takes float32 images (N, C, h, w) (the .pt's input_size), N of any size, named "images", and gives float32
     probabilities (N, classes), named "probabilities". `output` is written only once the check passes.
     """
     try:
@@ -72,7 +72,7 @@ def export_onnx(predictor: torch.jit.ScriptModule, output: Path) -> Path:
         raise ExportError(
             "onnxruntime is not installed here (`.venv/bin/pip install -r requirements.txt` installs the pinned one)"
         ) from None
-    crop = int(predictor.crop_size)
+    input_size = classify_input_size(predictor)
     logger.info("exporting classify to %s (ONNX opset %d) and checking it in ONNX Runtime", ONNX_FILE, ONNX_OPSET)
     with staged_file(output) as tmp:
         try:
@@ -86,7 +86,7 @@ def export_onnx(predictor: torch.jit.ScriptModule, output: Path) -> Path:
                     # eval(): a fresh wrapper is in training mode, and the exporter then takes the training
                     # branch of a scripted BatchNorm (batch statistics: 0.16 off on a small CNN).
                     torch.jit.script(_Classify(predictor)).eval(),
-                    (torch.zeros(2, 3, crop, crop),),
+                    (torch.zeros([2] + input_size),),
                     str(tmp),
                     input_names=[INPUT_NAME],
                     output_names=[OUTPUT_NAME],
@@ -98,6 +98,15 @@ def export_onnx(predictor: torch.jit.ScriptModule, output: Path) -> Path:
             raise ExportError(f"classify could not be exported to ONNX: {type(e).__name__}: {first_line(e)}") from e
         verify_onnx(tmp, predictor)
     return output
+
+
+def classify_input_size(predictor: torch.jit.ScriptModule) -> List[int]:
+    """(C, h, w) that the .pt's classify takes: its input_size, or (3, crop, crop) for a .pt exported before
+    recipes (which carries crop_size)."""
+    if hasattr(predictor, "input_size"):
+        return [int(v) for v in predictor.input_size]
+    crop = int(predictor.crop_size)
+    return [3, crop, crop]
 
 
 def verify_onnx(path: Path, predictor: torch.jit.ScriptModule, atol: float = 1e-5, rtol: float = 1e-4) -> None:

@@ -2,14 +2,15 @@
 
 import logging
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 import torchvision.transforms as T
 
-from ..errors import ModelSourceError
+from ..errors import ModelSourceError, RecipeError
 from .export import random_images, torchscript_deprecation_acknowledged
 from .predictor import Predictor
+from .recipe import Recipe
 from .scripted_classifier import to_tensor
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ REBUILD_TOLERANCE = 1e-4
 
 def rebuild_predictor(module: torch.jit.ScriptModule, class_names: Sequence[str], path: Path) -> Predictor:
     """Our Predictor with `module`'s inner network (`model`) and the parameters of its `transforms`
-    (Resize([s]) bilinear antialiased, CenterCrop(c), ConvertImageDtype(float), Normalize(mean, std)).
+    (Resize, CenterCrop, ConvertImageDtype(float), Normalize(mean, std)) as its Recipe.
 
     Raises ModelSourceError naming what cannot be read, and when the rebuilt Predictor's
     probabilities differ from `module`'s own by more than REBUILD_TOLERANCE on random images.
@@ -43,21 +44,16 @@ def rebuild_predictor(module: torch.jit.ScriptModule, class_names: Sequence[str]
             "drop --rebuild to serve it through its own forward"
         )
     resize, crop, _, normalize = steps  # ConvertImageDtype: the comparison below catches another dtype
-    resize_size = _resize_size(resize, path)
-    crop_size = _square(crop.size, "CenterCrop", path)
-    mean, std = _floats(normalize.mean, "mean", path), _floats(normalize.std, "std", path)
-    logger.info(
-        "--rebuild: read from %s: resize %d, crop %d, mean %s, std %s, its network %s",
-        path,
-        resize_size,
-        crop_size,
-        mean,
-        std,
-        _name(network),
-    )
     try:
-        predictor = Predictor(network, class_names, mean, std, resize_size, crop_size)
-    except ValueError as e:
+        recipe = Recipe(
+            **_resize_fields(resize, path),
+            crop=_pair(crop.size),
+            mean=_floats(normalize.mean, "mean", path),
+            std=_floats(normalize.std, "std", path),
+        )
+        logger.info("--rebuild: read from %s: %s, its network %s", path, recipe.describe(), _name(network))
+        predictor = Predictor(network, class_names, recipe)
+    except RecipeError as e:
         raise ModelSourceError(f"--rebuild: {path}: {e}; drop --rebuild") from e
     difference = largest_difference(predictor, module)
     if difference > REBUILD_TOLERANCE:
@@ -89,31 +85,20 @@ def _name(module: Any) -> str:
     return str(getattr(module, "original_name", type(module).__name__))
 
 
-def _resize_size(resize: Any, path: Path) -> int:
-    size = list(resize.size) if isinstance(resize.size, (list, tuple)) else [resize.size]
-    if len(size) != 1:
-        raise ModelSourceError(
-            f"--rebuild: {path}'s Resize({size}) sets both sides; the Predictor resizes the short side only "
-            "(Resize([s])): drop --rebuild"
-        )
+def _resize_fields(resize: Any, path: Path) -> Dict[str, Any]:
+    """A scripted torchvision Resize's size, interpolation, antialias and max_size as Recipe fields."""
+    size = tuple(int(v) for v in resize.size) if isinstance(resize.size, (list, tuple)) else (int(resize.size),)
     # Reading a scripted enum needs TorchScript to know its class: scripting a Resize registers it.
     with torchscript_deprecation_acknowledged():
         torch.jit.script(T.Resize([1]))
     interpolation = str(getattr(resize.interpolation, "value", resize.interpolation))
-    if interpolation != "bilinear" or resize.antialias is False or resize.max_size is not None:
-        raise ModelSourceError(
-            f"--rebuild: {path}'s Resize is {interpolation} (antialias={resize.antialias}, "
-            f"max_size={resize.max_size}); the Predictor resizes bilinear, antialiased, with no max_size: "
-            "drop --rebuild"
-        )
-    return int(size[0])
+    antialias = resize.antialias is not False  # None: torchvision's default, True since 0.17
+    return {"resize": size, "interpolation": interpolation, "antialias": antialias, "max_size": resize.max_size}
 
 
-def _square(size: Any, what: str, path: Path) -> int:
-    sides = list(size) if isinstance(size, (list, tuple)) else [size]
-    if len(set(sides)) != 1:
-        raise ModelSourceError(f"--rebuild: {path}'s {what}({sides}) is not square; drop --rebuild")
-    return int(sides[0])
+def _pair(size: Any) -> Tuple[int, int]:
+    sides = [int(v) for v in size] if isinstance(size, (list, tuple)) else [int(size)]
+    return (sides[0], sides[0]) if len(sides) == 1 else (sides[0], sides[1])
 
 
 def _floats(values: Any, what: str, path: Path) -> List[float]:

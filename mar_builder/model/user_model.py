@@ -10,63 +10,51 @@ import torch
 from torch import nn
 
 from ..constants import DEFAULT_CROP_SIZE, DEFAULT_RESIZE_SIZE, IMAGENET_MEAN, IMAGENET_STD
-from ..errors import ModelSourceError, SettingsError, first_line
+from ..errors import ModelSourceError, RecipeError, SettingsError, first_line
 from .checkpoints import find_weights, load_checkpoint, load_weights
 from .class_names import validate_class_names
 from .model_sources import build_architecture, build_from_model_file
-from .predictor import Predictor
+from .predictor import Predictor, check_head, count_outputs, default_head
+from .recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
-PREPROCESSING_FIELDS = ("mean", "std", "resize_size", "crop_size")
+# The Recipe fields that --mean, --std, --resize and --crop set.
+PREPROCESSING_FIELDS = ("mean", "std", "resize", "crop")
 CHECK_BATCH = 2  # random images the network is run on once, before export, to check its output
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """What the exported Predictor does to every image before the network sees it."""
-
-    mean: Tuple[float, ...] = IMAGENET_MEAN  # per channel (R, G, B), of pixels scaled to [0, 1]
-    std: Tuple[float, ...] = IMAGENET_STD  # per channel, all positive
-    resize_size: int = DEFAULT_RESIZE_SIZE  # the short side is resized to this many pixels
-    crop_size: int = DEFAULT_CROP_SIZE  # then the centre square of this side is what the network sees
-
-    def __post_init__(self) -> None:
-        for flag, values in (("--mean", self.mean), ("--std", self.std)):
-            if len(values) != 3:
-                raise SettingsError(f"{flag} needs 3 values (R,G,B), got {len(values)}: {_listed(values)}")
-            if not all(math.isfinite(v) for v in values):
-                raise SettingsError(f"{flag} values must be finite numbers, got {_listed(values)}")
-        if any(s <= 0 for s in self.std):
-            raise SettingsError(f"--std values must be positive, got {_listed(self.std)}")
-        if self.crop_size < 1:
-            raise SettingsError(f"--crop must be at least 1, got {self.crop_size}")
-        if self.crop_size > self.resize_size:
-            raise SettingsError(
-                f"--crop {self.crop_size} is larger than --resize {self.resize_size}: "
-                "the centre crop must fit inside the resized image"
-            )
-
-    @classmethod
-    def from_flags(
-        cls, mean: str | None = None, std: str | None = None, resize: int | None = None, crop: int | None = None
-    ) -> "Preprocessing":
-        """From the flags' text; what is not given keeps its default (ImageNet mean and std, 256, 224)."""
+def recipe_from_flags(
+    mean: str | None = None, std: str | None = None, resize: int | None = None, crop: int | None = None
+) -> Recipe:
+    """--mean, --std, --resize and --crop as a Recipe: resize the shorter side, bilinear antialiased, crop the
+    centre square, ImageNet's mean and std; what is not given keeps its default (256, 224, ImageNet's)."""
+    mean_values = IMAGENET_MEAN if mean is None else parse_channels("--mean", mean)
+    std_values = IMAGENET_STD if std is None else parse_channels("--std", std)
+    for flag, values in (("--mean", mean_values), ("--std", std_values)):
+        if len(values) != 3:
+            raise SettingsError(f"{flag} needs 3 values (R,G,B), got {len(values)}: {_listed(values)}")
+        if not all(math.isfinite(v) for v in values):
+            raise SettingsError(f"{flag} values must be finite numbers, got {_listed(values)}")
+    if any(s <= 0 for s in std_values):
+        raise SettingsError(f"--std values must be positive, got {_listed(std_values)}")
+    resize_size = DEFAULT_RESIZE_SIZE if resize is None else resize
+    crop_size = DEFAULT_CROP_SIZE if crop is None else crop
+    for flag, value in (("--resize", resize_size), ("--crop", crop_size)):
+        if value < 1:
+            raise SettingsError(f"{flag} must be at least 1, got {value}")
+    if crop_size > resize_size:
         if (resize is None) != (crop is None):
-            resize_size = DEFAULT_RESIZE_SIZE if resize is None else resize
-            crop_size = DEFAULT_CROP_SIZE if crop is None else crop
-            if crop_size > resize_size:
-                given, default = ("--crop", "--resize") if resize is None else ("--resize", "--crop")
-                raise SettingsError(
-                    f"--crop {crop_size} is larger than --resize {resize_size}; "
-                    f"you gave {given} only, so pass {default} too"
-                )
-        return cls(
-            mean=IMAGENET_MEAN if mean is None else parse_channels("--mean", mean),
-            std=IMAGENET_STD if std is None else parse_channels("--std", std),
-            resize_size=DEFAULT_RESIZE_SIZE if resize is None else resize,
-            crop_size=DEFAULT_CROP_SIZE if crop is None else crop,
+            given, default = ("--crop", "--resize") if resize is None else ("--resize", "--crop")
+            raise SettingsError(
+                f"--crop {crop_size} is larger than --resize {resize_size}; "
+                f"you gave {given} only, so pass {default} too"
+            )
+        raise SettingsError(
+            f"--crop {crop_size} is larger than --resize {resize_size}: "
+            "the centre crop must fit inside the resized image"
         )
+    return Recipe(resize=(resize_size,), crop=(crop_size, crop_size), mean=mean_values, std=std_values)
 
 
 @dataclass(frozen=True)
@@ -79,10 +67,11 @@ class UserModel:
     model_file: str | None = None  # "path/to/net.py:ClassName", your own nn.Module
     model_kwargs: Dict[str, Any] | None = None  # keyword arguments for model_file's ClassName
     allow_pickle: bool = False  # also load checkpoints that pickle Python objects (runs code from the file)
-    preprocessing: Preprocessing = Preprocessing()
-    # Which of mean, std, resize_size, crop_size the flags gave; the others may come from a timm pretrained_cfg.
+    recipe: Recipe = Recipe()  # the eval preprocessing the flags give (see recipe_from_flags)
+    # Which Recipe fields the flags gave; the others may come from a timm pretrained_cfg.
     given_preprocessing: Tuple[str, ...] = PREPROCESSING_FIELDS
     ema: bool = False  # use the checkpoint's EMA weights (timm's state_dict_ema)
+    head: str | None = None  # "softmax" or "sigmoid"; None: sigmoid for one output, softmax otherwise
 
     def __post_init__(self) -> None:
         if self.arch is not None and self.model_file is not None:
@@ -121,19 +110,24 @@ def build_predictor(model: UserModel) -> Predictor:
     else:
         state_dict = weights.state_dict() if isinstance(weights, nn.Module) else weights
         load_weights(network, state_dict, model.weights, num_classes)
-    p = resolve_preprocessing(model, network)
-    predictor = Predictor(network.float(), model.class_names, p.mean, p.std, p.resize_size, p.crop_size)
+    recipe = resolve_recipe(model, network)
+    network = network.float().eval()
+    head = model.head or default_head(count_outputs(network, recipe.output_size))
+    try:
+        predictor = Predictor(network, model.class_names, recipe, head)
+    except RecipeError as e:  # the head does not fit the network's outputs and the class names
+        raise ModelSourceError(str(e)) from None
     check_network_output(predictor)
     return predictor
 
 
-def resolve_preprocessing(model: UserModel, network: nn.Module) -> Preprocessing:
-    """The flags' preprocessing, where a flag was not given replaced by the network's timm `pretrained_cfg`
+def resolve_recipe(model: UserModel, network: nn.Module) -> Recipe:
+    """The flags' recipe, where a flag was not given replaced by the network's timm `pretrained_cfg`
     (mean, std, input_size, crop_pct: resize = floor(crop / crop_pct), as timm's eval transform does).
     Logs where each value came from."""
     cfg = getattr(network, "pretrained_cfg", None)
     sources = {name: "flag" if name in model.given_preprocessing else "default" for name in PREPROCESSING_FIELDS}
-    p = model.preprocessing
+    recipe = model.recipe
     if isinstance(cfg, dict):
         from_cfg: Dict[str, Any] = {}
         for name in ("mean", "std"):
@@ -141,14 +135,14 @@ def resolve_preprocessing(model: UserModel, network: nn.Module) -> Preprocessing
                 from_cfg[name] = tuple(float(v) for v in cfg[name])
         size = cfg.get("input_size")
         if size is not None and len(size) == 3 and size[1] == size[2]:
-            crop = int(size[1]) if "crop_size" not in model.given_preprocessing else p.crop_size
-            if "crop_size" not in model.given_preprocessing:
-                from_cfg["crop_size"] = crop
-            if "resize_size" not in model.given_preprocessing:
-                from_cfg["resize_size"] = math.floor(crop / float(cfg.get("crop_pct") or 1.0))
+            crop = int(size[1]) if "crop" not in model.given_preprocessing else recipe.crop[0]
+            if "crop" not in model.given_preprocessing:
+                from_cfg["crop"] = (crop, crop)
+            if "resize" not in model.given_preprocessing:
+                from_cfg["resize"] = (math.floor(crop / float(cfg.get("crop_pct") or 1.0)),)
         elif size is not None:
             logger.warning("timm pretrained_cfg input_size %s is not square; the Predictor crops a square", size)
-        p = replace(p, **from_cfg)
+        recipe = replace(recipe, **from_cfg)
         sources.update({name: "timm pretrained_cfg" for name in from_cfg})
         interpolation = cfg.get("interpolation")
         if from_cfg and interpolation not in (None, "bilinear"):
@@ -156,30 +150,29 @@ def resolve_preprocessing(model: UserModel, network: nn.Module) -> Preprocessing
                 "timm pretrained_cfg says %s interpolation; the Predictor resizes bilinear, antialiased", interpolation
             )
     logger.info(
-        "preprocessing: resize %d (%s), crop %d (%s), mean %s (%s), std %s (%s)",
-        p.resize_size,
-        sources["resize_size"],
-        p.crop_size,
-        sources["crop_size"],
-        _listed(p.mean),
+        "preprocessing: %s (resize: %s, crop: %s, mean: %s, std: %s)",
+        recipe.describe(),
+        sources["resize"],
+        sources["crop"],
         sources["mean"],
-        _listed(p.std),
         sources["std"],
     )
-    return p
+    return recipe
 
 
 def check_network_output(predictor: Predictor) -> None:
     """Run the network once on preprocessed random images: it must return logits, one per class name."""
-    crop, num_classes = predictor.crop_size, len(predictor.class_names)
+    _, height, width = predictor.recipe.output_size
+    num_classes = len(predictor.class_names)
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (CHECK_BATCH, 3, crop, crop), dtype=torch.uint8, generator=generator)
+    images = torch.randint(0, 256, (CHECK_BATCH, 3, height, width), dtype=torch.uint8, generator=generator)
     try:
         with torch.no_grad():
             logits = predictor.model(torch.stack([predictor.preprocess(image) for image in images]))
     except Exception as e:
         raise ModelSourceError(
-            f"the network fails on a {CHECK_BATCH}x3x{crop}x{crop} batch (the crop size): "
+            f"the network fails on a {CHECK_BATCH}x{'x'.join(map(str, predictor.input_size))} batch "
+            "(the recipe's output size): "
             f"{type(e).__name__}: {first_line(e)}"
         ) from e
     if not isinstance(logits, torch.Tensor):
@@ -191,9 +184,15 @@ def check_network_output(predictor: Predictor) -> None:
             f"the network returns shape {list(logits.shape)} for {CHECK_BATCH} images; "
             f"expected [{CHECK_BATCH}, {num_classes}], one logit per class"
         )
-    if logits.shape[1] != num_classes:
-        raise ModelSourceError(f"the model outputs {logits.shape[1]} classes but {num_classes} class names were given")
-    if num_classes > 1 and bool((logits >= 0).all()) and torch.allclose(logits.sum(dim=1), torch.ones(CHECK_BATCH)):
+    try:
+        check_head(predictor.head, int(logits.shape[1]), num_classes)
+    except RecipeError as e:
+        raise ModelSourceError(str(e)) from None
+    if (
+        predictor.head == "softmax"
+        and bool((logits >= 0).all())
+        and torch.allclose(logits.sum(dim=1), torch.ones(CHECK_BATCH))
+    ):
         raise ModelSourceError(
             "the network already outputs probabilities (each row sums to 1); the Predictor applies its own "
             "softmax, so give it the network without its final softmax, returning logits"
@@ -201,7 +200,7 @@ def check_network_output(predictor: Predictor) -> None:
 
 
 def parse_channels(flag: str, text: str) -> Tuple[float, ...]:
-    """'0.485,0.456,0.406' to floats; the count is checked by Preprocessing."""
+    """'0.485,0.456,0.406' to floats; the count is checked by recipe_from_flags."""
     try:
         return tuple(float(part) for part in text.split(","))
     except ValueError:

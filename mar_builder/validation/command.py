@@ -48,7 +48,7 @@ def run_validate(args: argparse.Namespace) -> int:
         eager_source = "the eager EfficientNet-Lite0 of --default-model"
     else:
         eager_source = "the eager network of --arch/--model-file/--weights"
-    eager_source += "; PIL Resize, CenterCrop, ToTensor, Normalize with the archive's sizes, mean and std"
+    eager_source += f"; the archive's recipe as torchvision transforms on PIL images, then its {settings.head}"
     models = InProcessModels(pt, settings, network)
     logger.info("%d photos to measure; starting TorchServe with a copy of %s", len(known), args.mar)
     # SIGTERM (a CI timeout, `kill`) exits through the `with`, so the server is stopped, not orphaned.
@@ -68,8 +68,7 @@ def run_validate(args: argparse.Namespace) -> int:
         f"a TorchServe on free loopback ports serving a copy of the archive whose model-config.yaml sets handler "
         f"topk to all {len(settings.class_names)} classes (the user's archive is unchanged), classify in "
         f"{archive_runtime(args.mar, manifest)}, each photo's bytes sent as application/octet-stream",
-        f"resize {settings.resize_size}, crop {settings.crop_size}, "
-        f"mean {list(settings.mean)}, std {list(settings.std)}",
+        settings.recipe.describe(),
     )
     summary_path = write_summary(out, summary)
     paths: Dict[str, Path] = {a.name: a.path for a in answers}

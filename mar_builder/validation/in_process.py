@@ -3,7 +3,7 @@
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import ValidationError
 from ..model.export import torchscript_deprecation_acknowledged
+from ..model.recipe import Recipe
 
 EXIF_ORIENTATION = 0x0112
 
@@ -22,10 +23,8 @@ class PtSettings:
     """What the exported Predictor carries besides its network (see mar_builder/model/predictor.py)."""
 
     class_names: Tuple[str, ...]  # output i is class_names[i]
-    mean: Tuple[float, ...]  # per channel (R, G, B), of pixels in [0, 1]
-    std: Tuple[float, ...]  # per channel
-    resize_size: int  # the short side is resized to this many pixels
-    crop_size: int  # then the centre square of this side is kept
+    recipe: Recipe  # its eval preprocessing
+    head: str  # "softmax" or "sigmoid"
 
 
 def load_pt(path: Path) -> Tuple[torch.jit.ScriptModule, PtSettings]:
@@ -35,26 +34,40 @@ def load_pt(path: Path) -> Tuple[torch.jit.ScriptModule, PtSettings]:
             pt = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as e:
             raise ValidationError(f"{path.name} in the archive is not a TorchScript file: {e}") from None
-    missing = [a for a in ("class_names", "mean", "std", "resize_size", "crop_size", "model") if not hasattr(pt, a)]
+    missing = [a for a in ("class_names", "model", "preprocess", "classify") if not hasattr(pt, a)]
+    if not hasattr(pt, "interpolation"):  # exported before recipes: resize_size, crop_size, mean, std
+        missing += [a for a in ("mean", "std", "resize_size", "crop_size") if not hasattr(pt, a)]
     if missing:
         raise ValidationError(
             f"{path.name} in the archive lacks {', '.join(missing)}: build the archive with this tool (./build_mar.sh)"
         )
-    settings = PtSettings(tuple(pt.class_names), tuple(pt.mean), tuple(pt.std), int(pt.resize_size), int(pt.crop_size))
-    return pt, settings
+    return pt, PtSettings(tuple(pt.class_names), pt_recipe(pt), str(getattr(pt, "head", "softmax")))
 
 
-def training_transforms(settings: PtSettings) -> T.Compose:
-    """The tutorial's testval_transforms with the archive's own sizes, mean and std: PIL image in,
-    normalized float (3, crop, crop) out."""
-    return T.Compose(
-        [
-            T.Resize(settings.resize_size),
-            T.CenterCrop(settings.crop_size),
-            T.ToTensor(),
-            T.Normalize(settings.mean, settings.std),
-        ]
+def pt_recipe(pt: torch.jit.ScriptModule) -> Recipe:
+    """The Recipe that an exported Predictor carries as attributes (resize_size and crop_size before recipes)."""
+    if not hasattr(pt, "interpolation"):
+        crop = int(pt.crop_size)
+        return Recipe(resize=(int(pt.resize_size),), crop=(crop, crop), mean=tuple(pt.mean), std=tuple(pt.std))
+    return Recipe(
+        resize=tuple(pt.resize),
+        max_size=pt.max_size,
+        interpolation=str(pt.interpolation),
+        antialias=bool(pt.antialias),
+        crop=tuple(pt.crop) if pt.crop is not None else None,
+        grayscale=int(pt.grayscale),
+        grayscale_first=bool(pt.grayscale_first),
+        channel_order=str(pt.channel_order),
+        rescale=float(pt.rescale),
+        mean=tuple(pt.mean) if pt.mean is not None else None,
+        std=tuple(pt.std) if pt.std is not None else None,
     )
+
+
+def training_transforms(settings: PtSettings) -> Callable[[Image.Image], torch.Tensor]:
+    """The archive's recipe as torchvision transforms on PIL images, as a training loop applies them:
+    PIL image in, normalized float (C, h, w) out."""
+    return settings.recipe.pil_reference()
 
 
 def read_photo(path: Path) -> Tuple[bytes, Image.Image]:
@@ -83,15 +96,30 @@ def exif_rotates(data: bytes) -> bool:
 class InProcessModels:
     """(a) and (b) for one photo at a time, each as probabilities shaped (number of classes,), float32."""
 
-    def __init__(self, pt: torch.jit.ScriptModule, settings: PtSettings, eager_network: nn.Module | None) -> None:
+    def __init__(
+        self,
+        pt: torch.jit.ScriptModule,
+        settings: PtSettings,
+        eager_network: nn.Module | None,
+        transforms: Callable[[Image.Image], torch.Tensor] | None = None,
+    ) -> None:
         self.pt = pt
         # Without an eager network, the one inside the .pt (scripted or traced) stands in for it.
         self.network = (eager_network if eager_network is not None else pt.model).eval()
-        self.transforms = training_transforms(settings)
+        # The user's own eval transform (--transforms) when given, else the archive's recipe on PIL images.
+        self.transforms = transforms if transforms is not None else training_transforms(settings)
+        self.head = settings.head
+        self.pair = settings.head == "sigmoid" and len(settings.class_names) == 2
 
     def eager(self, image: Image.Image) -> torch.Tensor:
         with torch.no_grad():
-            return F.softmax(self.network(self.transforms(image).unsqueeze(0)), dim=1)[0].float()
+            logits = self.network(self.transforms(image).unsqueeze(0)).float()
+        if self.head == "softmax":
+            return F.softmax(logits, dim=1)[0]
+        probabilities = torch.sigmoid(logits)[0]
+        if self.pair and probabilities.numel() == 1:
+            return torch.cat([1 - probabilities, probabilities])
+        return probabilities
 
     def exported(self, image: Image.Image) -> torch.Tensor:
         """The .pt called the tutorial's way: T.ToTensor() floats in [0, 1], a batch of one."""
@@ -119,13 +147,12 @@ def eager_network(settings: PtSettings, default_model: bool, user_flags: Dict[st
     if not given:
         return None
     from ..model.model_sources import parse_model_kwargs
-    from ..model.user_model import Preprocessing, UserModel, build_predictor
+    from ..model.user_model import UserModel, build_predictor
 
     kwargs = dict(user_flags)
     if kwargs.get("model_kwargs") is not None:
         kwargs["model_kwargs"] = parse_model_kwargs(kwargs["model_kwargs"])
-    preprocessing = Preprocessing(settings.mean, settings.std, settings.resize_size, settings.crop_size)
-    user_model = UserModel(class_names=settings.class_names, preprocessing=preprocessing, **kwargs)
+    user_model = UserModel(class_names=settings.class_names, recipe=settings.recipe, head=settings.head, **kwargs)
     return build_predictor(user_model).model
 
 

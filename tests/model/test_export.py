@@ -7,6 +7,7 @@ from conftest import TinyCNN, class_names
 from mar_builder.errors import ExportError
 from mar_builder.model.export import export_predictor, verify_exported
 from mar_builder.model.predictor import Predictor
+from mar_builder.model.recipe import Recipe
 
 Features = collections.namedtuple("Features", "pooled")
 
@@ -43,9 +44,8 @@ def test_trace_flag_traces_even_a_scriptable_network(tiny_predictor, tmp_path):
 def test_class_count_mismatch_fails_and_writes_nothing(tmp_path):
     path = tmp_path / "m.pt"
     path.write_bytes(b"previous export")
-    wrong = Predictor(TinyCNN(num_classes=4), class_names(5))
     with pytest.raises(ExportError, match="the model outputs 4 classes but 5 class names were given"):
-        export_predictor(wrong, path)
+        export_predictor(Predictor(TinyCNN(num_classes=4), class_names(5)), path)
     assert path.read_bytes() == b"previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 
@@ -64,7 +64,7 @@ class DependsOnBatchContent(TinyCNN):
 def test_verification_catches_a_trace_that_differs_from_eager(tmp_path):
     torch.manual_seed(0)
     # The trace is taken on torch.rand (mean > 0); normalized random images vary around 0.
-    eager = Predictor(DependsOnBatchContent(5), class_names(5), mean=(0.9, 0.9, 0.9), std=(0.1, 0.1, 0.1))
+    eager = Predictor(DependsOnBatchContent(5), class_names(5), Recipe(mean=(0.9, 0.9, 0.9), std=(0.1, 0.1, 0.1)))
     with pytest.raises(ExportError, match="differs from the eager Predictor"):
         export_predictor(eager, tmp_path / "m.pt", trace=True)
     assert not (tmp_path / "m.pt").exists()

@@ -6,7 +6,7 @@ import pytest
 from mar_builder.cli import build_parser
 from mar_builder.errors import ModelSourceError, SettingsError
 from mar_builder.model.model_flags import user_model_from_args
-from mar_builder.model.user_model import Preprocessing
+from mar_builder.model.recipe import Recipe
 
 
 def parse(*flags: str):
@@ -36,7 +36,8 @@ def test_arch_flags_give_a_user_model(classes):
     )
     model = user_model_from_args(args)
     assert model.arch == "resnet18" and model.weights == Path("w.pt") and model.class_names == ("cat", "dog")
-    assert model.preprocessing == Preprocessing((0.5,) * 3, (0.25,) * 3, 160, 128)
+    assert model.recipe == Recipe(resize=(160,), crop=(128, 128), mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert model.given_preprocessing == ("mean", "std", "resize", "crop") and model.head is None
     assert model.model_file is None and model.model_kwargs is None and not model.allow_pickle
 
 

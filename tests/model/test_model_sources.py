@@ -195,6 +195,12 @@ class HalfPredictor(nn.Module):
         return self.network(batch).softmax(1)
 
 
+def with_network(predictor: Predictor, network: nn.Module) -> Predictor:
+    """A Predictor whose network was swapped after the constructor's checks, as a hand-edited file could be."""
+    predictor.model = network
+    return predictor
+
+
 def save_scripted(module: nn.Module, path):
     """Saved without the export's verification, as someone's own TorchScript file would be."""
     scripted = script_predictor(module) if isinstance(module, Predictor) else torch.jit.script(module)
@@ -223,7 +229,7 @@ def test_exported_pt_errors(tmp_path):
         (HalfPredictor(), ModelSourceError, r"not a complete Predictor .* \(it has no class_names, resize_size\)"),
         (LogitsPredictor(TinyCNN(5), class_names(5)), ModelSourceError, r"does not answer probabilities"),
         (
-            Predictor(TinyCNN(4), class_names(5)),
+            with_network(Predictor(TinyCNN(5), class_names(5)), TinyCNN(4)),
             ModelSourceError,
             r"answers shape \[1, 4\] for one image, but has 5 class names",
         ),

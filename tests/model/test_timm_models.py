@@ -74,7 +74,7 @@ def test_cnn_from_a_train_py_checkpoint_with_its_ema_weights(files, capsys, capl
     assert "using its EMA weights, 'state_dict_ema' (--ema)" in caplog.text
     assert "inner network scripted" in caplog.text
     # timm's eval transform: crop 224, resize floor(224 / crop_pct 0.875) = 256, ImageNet's mean and std.
-    assert (exported.resize_size, exported.crop_size) == (256, 224)
+    assert (exported.resize, exported.crop) == ([256], [224, 224])
     assert exported.mean == pytest.approx([0.485, 0.456, 0.406])
     batch = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
@@ -86,12 +86,12 @@ def test_vit_gets_timms_mean_and_std_unless_a_flag_says_otherwise(files, capsys,
     caplog.set_level(logging.INFO, logger="mar_builder")
     exported, _, _ = export(files, capsys, "vit_tiny_patch16_224")
     assert list(exported.mean) == [0.5] * 3 and list(exported.std) == [0.5] * 3
-    assert (exported.resize_size, exported.crop_size) == (248, 224)  # floor(224 / 0.9)
-    assert "mean 0.5,0.5,0.5 (timm pretrained_cfg), std 0.5,0.5,0.5 (timm pretrained_cfg)" in caplog.text
+    assert (exported.resize, exported.crop) == ([248], [224, 224])  # floor(224 / 0.9)
+    assert "mean: timm pretrained_cfg, std: timm pretrained_cfg" in caplog.text
     exported, _, _ = export(files, capsys, "vit_tiny_patch16_224", "--std", "0.25,0.25,0.25", "--resize", "240")
     assert list(exported.std) == [0.25] * 3 and list(exported.mean) == [0.5] * 3
-    assert (exported.resize_size, exported.crop_size) == (240, 224)
-    assert "resize 240 (flag), crop 224 (timm pretrained_cfg)" in caplog.text
+    assert (exported.resize, exported.crop) == ([240], [224, 224])
+    assert "(resize: flag, crop: timm pretrained_cfg, mean: timm pretrained_cfg, std: flag)" in caplog.text
 
 
 def test_mobile_hybrid_whose_scripted_form_cannot_be_saved_is_traced_with_the_reason(files, capsys, caplog):
@@ -99,7 +99,7 @@ def test_mobile_hybrid_whose_scripted_form_cannot_be_saved_is_traced_with_the_re
     exported, network, _ = export(files, capsys, "mobilevitv2_050")
     assert "scripting the network failed (saving the scripted module:" in caplog.text
     assert "inner network traced" in caplog.text
-    assert (exported.resize_size, exported.crop_size) == (288, 256)  # floor(256 / 0.888)
+    assert (exported.resize, exported.crop) == ([288], [256, 256])  # floor(256 / 0.888)
     assert list(exported.mean) == [0.0] * 3 and list(exported.std) == [1.0] * 3
     batch = torch.rand(1, 3, 256, 256)
     with torch.no_grad():

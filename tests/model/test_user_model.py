@@ -7,10 +7,11 @@ import torchvision
 from conftest import TinyCNN, class_names
 from torch import nn
 
-from mar_builder.errors import CheckpointError, ClassNamesError, ModelSourceError, SettingsError
+from mar_builder.errors import CheckpointError, ClassNamesError, ExportError, ModelSourceError, SettingsError
 from mar_builder.model.model_sources import build_from_model_file
 from mar_builder.model.predictor import Predictor
-from mar_builder.model.user_model import Preprocessing, UserModel, build_predictor, check_network_output
+from mar_builder.model.recipe import Recipe
+from mar_builder.model.user_model import UserModel, build_predictor, check_network_output, recipe_from_flags
 
 NET_PY = """
 import torch
@@ -28,11 +29,12 @@ class Net(nn.Module):
 """
 
 
-def test_preprocessing_defaults_to_imagenet_normalization():
-    p = Preprocessing.from_flags()
-    assert p == Preprocessing((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 256, 224)
-    assert Preprocessing.from_flags(" 0.5, 0.5,0.5", "1,1,1", 160, 128) == Preprocessing(
-        (0.5,) * 3, (1.0,) * 3, 160, 128
+def test_preprocessing_flags_default_to_imagenet_normalization():
+    assert recipe_from_flags() == Recipe(
+        resize=(256,), crop=(224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
+    assert recipe_from_flags(" 0.5, 0.5,0.5", "1,1,1", 160, 128) == Recipe(
+        resize=(160,), crop=(128, 128), mean=(0.5,) * 3, std=(1.0,) * 3
     )
 
 
@@ -53,7 +55,7 @@ def test_preprocessing_defaults_to_imagenet_normalization():
 )
 def test_bad_preprocessing_flags_are_refused(flags, message):
     with pytest.raises(SettingsError, match=message):
-        Preprocessing.from_flags(**flags)
+        recipe_from_flags(**flags)
 
 
 @pytest.mark.parametrize(
@@ -97,13 +99,13 @@ def test_arch_with_weights_gives_the_eager_model_with_its_preprocessing(tmp_path
     torch.manual_seed(0)
     trained = torchvision.models.squeezenet1_1(num_classes=3).eval()
     weights = save_state_dict(trained, tmp_path / "w.pt")
-    preprocessing = Preprocessing((0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 128, 112)
-    model = UserModel(("a", "b", "c"), weights, arch="squeezenet1_1", preprocessing=preprocessing)
+    recipe = Recipe(resize=(128,), crop=(112, 112), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    model = UserModel(("a", "b", "c"), weights, arch="squeezenet1_1", recipe=recipe)
     predictor = build_predictor(model)
     images = random_images()
-    reference = Predictor(trained, ["a", "b", "c"], (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), 128, 112)
+    reference = Predictor(trained, ["a", "b", "c"], recipe)
     torch.testing.assert_close(predictor(images), reference(images))
-    assert predictor.class_names == ["a", "b", "c"] and predictor.crop_size == 112
+    assert predictor.class_names == ["a", "b", "c"] and predictor.input_size == [3, 112, 112]
 
 
 def test_half_precision_checkpoints_become_a_float32_network(tmp_path):
@@ -124,9 +126,7 @@ def test_a_whole_pickled_model_needs_no_arch_with_allow_pickle(tmp_path):
     predictor = build_predictor(UserModel(tuple(class_names(5)), tmp_path / "whole.pt", allow_pickle=True))
     assert predictor.model is not trained and isinstance(predictor.model, TinyCNN)
     images = random_images()
-    torch.testing.assert_close(
-        predictor(images), Predictor(trained, class_names(5), predictor.mean, predictor.std)(images)
-    )
+    torch.testing.assert_close(predictor(images), Predictor(trained, class_names(5), predictor.recipe)(images))
 
 
 def test_a_state_dict_without_a_network_is_refused(tmp_path):
@@ -181,10 +181,11 @@ class FixedSize(nn.Module):
         (TinyCNN(3), 7, r"^the model outputs 3 classes but 7 class names were given$"),
         (TupleOut(5), 5, r"the network returns a tuple, not one tensor of logits"),
         (Softmaxed(5), 5, r"the network already outputs probabilities .* returning logits"),
-        (FixedSize(), 5, r"the network fails on a 2x3x224x224 batch \(the crop size\): RuntimeError: mat1 and mat2"),
+        (FixedSize(), 5, r"the network fails on a 2x3x224x224 batch \(the recipe's output size\): RuntimeError: mat1"),
         (nn.Flatten(0), 5, r"the network returns shape \[301056\] for 2 images; expected \[2, 5\]"),
     ],
 )
 def test_network_output_must_be_one_logit_per_class(network, names, message):
-    with pytest.raises(ModelSourceError, match=message):
+    # A count that does not fit the head is refused as the Predictor is made (RecipeError), the rest by the check.
+    with pytest.raises(ExportError, match=message):
         check_network_output(Predictor(network, class_names(names)))

@@ -10,6 +10,7 @@ from torch import nn
 
 from mar_builder.cli import main as build_main
 from mar_builder.model.predictor import Predictor
+from mar_builder.model.recipe import Recipe
 from mar_builder.server.local_server import LocalTorchServe
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +62,7 @@ def served(user_files, tmp_path_factory):
 def eager_topk(photo: str):
     """What the eager network gives with the same preprocessing, on the same decoded pixels."""
     names = sorted(CLASSES)
-    predictor = Predictor(trained_network(), names, MEAN, STD, RESIZE, CROP)
+    predictor = Predictor(trained_network(), names, Recipe(resize=(RESIZE,), crop=(CROP, CROP), mean=MEAN, std=STD))
     pixels = np.asarray(Image.open(SAMPLES / photo).convert("RGB"))
     image = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0)
     probabilities = predictor(image)[0]

@@ -8,6 +8,8 @@ from PIL import Image
 from user_model_files import ARCH, NAMES, write_user_files
 
 from mar_builder.errors import SettingsError, ValidationError
+from mar_builder.model.default_model import DEFAULT_RECIPE
+from mar_builder.model.recipe import Recipe
 from mar_builder.validation.in_process import (
     InProcessModels,
     PtSettings,
@@ -30,7 +32,7 @@ def photo(tmp_path):
 
 def test_the_pt_settings_and_both_paths(tiny_pt, photo):
     pt, settings = load_pt(tiny_pt)
-    assert settings == PtSettings(tuple(f"class_{i}" for i in range(5)), (0.5,) * 3, (0.5,) * 3, 256, 224)
+    assert settings == PtSettings(tuple(f"class_{i}" for i in range(5)), DEFAULT_RECIPE, "softmax")
     models = InProcessModels(pt, settings, eager_network=None)
     _, image = read_photo(photo)
     # (a): PIL Resize/CenterCrop/ToTensor/Normalize, then the .pt's own network and a softmax.
@@ -45,7 +47,9 @@ def test_the_pt_settings_and_both_paths(tiny_pt, photo):
 def test_a_pt_that_is_not_a_predictor_is_refused(tmp_path):
     path = tmp_path / "plain.pt"
     torch.jit.script(torch.nn.Linear(2, 2)).save(str(path))
-    with pytest.raises(ValidationError, match=r"lacks class_names, mean, std, resize_size, crop_size, model"):
+    with pytest.raises(
+        ValidationError, match=r"lacks class_names, model, preprocess, classify, mean, std, resize_size, crop_size"
+    ):
         load_pt(path)
     (tmp_path / "text.pt").write_text("no")
     with pytest.raises(ValidationError, match="text.pt in the archive is not a TorchScript file"):
@@ -54,7 +58,7 @@ def test_a_pt_that_is_not_a_predictor_is_refused(tmp_path):
 
 def test_the_eager_network_from_build_flags_carries_the_checkpoint(tmp_path):
     files = write_user_files(tmp_path)
-    settings = PtSettings(tuple(NAMES), (0.5,) * 3, (0.5,) * 3, 72, 64)
+    settings = PtSettings(tuple(NAMES), Recipe(resize=(72,), crop=(64, 64), mean=(0.5,) * 3, std=(0.5,) * 3), "softmax")
     assert eager_network(settings, False, NO_FLAGS) is None
     network = eager_network(settings, False, dict(NO_FLAGS, arch=ARCH, weights=files / "arch.ckpt"))
     saved = torch.load(files / "arch.ckpt", weights_only=True)["state_dict"]
