@@ -199,7 +199,7 @@ def class_names_from_config(config: Any, folder: Path) -> List[str]:
         )
     names = [id2label[i] for i in range(len(id2label))]
     if names == [f"LABEL_{i}" for i in range(len(names))]:
-        logger.warning("config.json's id2label holds transformers' placeholder names (LABEL_0, ...): served as they are")
+        logger.warning("config.json's id2label holds transformers' placeholder names (LABEL_0, ...): served so")
     return validate_class_names(names, f"{folder}/config.json's id2label")
 
 
@@ -247,13 +247,15 @@ def load_network(folder: Path) -> Tuple[nn.Module, Any]:
 
 def _check_loading_info(info: Dict[str, Any], class_name: str, folder: Path) -> None:
     """Missing or reshaped tensors would be served with random weights: refused, the first few named."""
-    missing, mismatched = list(info.get("missing_keys") or []), list(info.get("mismatched_keys") or [])
+    missing = sorted(info.get("missing_keys") or [])
+    # mismatched_keys: (name, shape in the file, shape in the model) tuples
+    mismatched = sorted(str(m[0] if isinstance(m, (tuple, list)) else m) for m in info.get("mismatched_keys") or [])
     if missing or mismatched:
-        problems = [f"missing {_few(sorted(missing))}"] if missing else []
-        problems += [f"of another shape {_few(sorted(str(m[0]) if isinstance(m, tuple) else str(m) for m in mismatched))}"] if mismatched else []
+        problems = ([f"missing {_few(missing)}"] if missing else []) + (
+            [f"of another shape {_few(mismatched)}"] if mismatched else []
+        )
         raise ModelSourceError(
-            f"--hf {folder}: {SAFETENSORS_FILE} does not fit config.json's {class_name}: tensors "
-            + "; ".join(problems)
+            f"--hf {folder}: {SAFETENSORS_FILE} does not fit config.json's {class_name}: tensors {'; '.join(problems)}"
         )
     unexpected = sorted(info.get("unexpected_keys") or [])
     if unexpected:

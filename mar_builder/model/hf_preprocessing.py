@@ -2,7 +2,7 @@
 with the processor's own arithmetic (transformers' TorchvisionBackend, the default AutoImageProcessor backend)."""
 
 import logging
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 from ..errors import ModelSourceError
 from .recipe import Recipe
@@ -28,7 +28,7 @@ NO_EFFECT_KEYS = frozenset(
 RECORD_KEYS = frozenset(("image_processor_type", "feature_extractor_type", "processor_class", "_processor_class"))
 CONVNEXT_SQUASH_FROM = 384  # ConvNextImageProcessor.resize: shortest_edge >= 384 squashes, below it resizes and crops
 
-SizePair = Tuple[Tuple[int, ...], Optional[Tuple[int, int]]]  # (Recipe.resize, Recipe.crop)
+SizePair = Tuple[Tuple[int, ...], Tuple[int, int] | None]  # (Recipe.resize, Recipe.crop)
 
 
 def _standard_sizes(processor: Any) -> SizePair:
@@ -117,9 +117,8 @@ def _refuse_unhonoured(processor: Any, name: str, allowed: frozenset) -> None:
             )
     unknown = sorted(set(processor.to_dict()) - known - RECORD_KEYS)
     if unknown:
-        logger.warning(
-            "preprocessor_config.json: %s does not use %s; ignored, as transformers ignores it", name, ", ".join(unknown)
-        )
+        shown = ", ".join(unknown)
+        logger.warning("preprocessor_config.json: %s does not use %s; ignored, as transformers ignores it", name, shown)
 
 
 def _known_keys(processor: Any) -> set:
@@ -146,7 +145,7 @@ def _resize_of(processor: Any) -> Tuple[int, ...]:
     raise ModelSourceError(f"preprocessor_config.json's size {dict(size)}: expected height and width, or shortest_edge")
 
 
-def _crop_of(processor: Any) -> Optional[Tuple[int, int]]:
+def _crop_of(processor: Any) -> Tuple[int, int] | None:
     if not processor.do_center_crop:
         return None
     crop_size = processor.crop_size
