@@ -162,12 +162,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "deploy":
         run_deploy(args)
         return 0
-    if not NAME_PATTERN.match(args.name):
-        raise SettingsError(f"--name {args.name!r}: use letters, digits, '_', '-' or '.', starting with a letter")
-    if not NAME_PATTERN.match("v" + args.version):
-        raise SettingsError(f"--version {args.version!r}: use letters, digits, '_', '-' or '.'")
-    if args.topk < 1:
-        raise SettingsError(f"--topk must be at least 1, got {args.topk}")
+    check_archive_flags(args.name, args.version, args.topk)
     from .archive.model_archive import pack_archive
     from .model.onnx_export import runtime_files
 
@@ -178,6 +173,16 @@ def run(args: argparse.Namespace) -> int:
         target = pack_archive(pt_path, args.name, args.version, args.model_store, args.topk, runtime, runtime_file)
     logger.info("wrote %s (%.1f MB), classify in %s", target, target.stat().st_size / 1e6, runtime)
     return 0
+
+
+def check_archive_flags(name: str, version: str, topk: int) -> None:
+    """--name, --version and --topk as TorchServe takes them; SettingsError otherwise."""
+    if not NAME_PATTERN.match(name):
+        raise SettingsError(f"--name {name!r}: use letters, digits, '_', '-' or '.', starting with a letter")
+    if not NAME_PATTERN.match("v" + version):
+        raise SettingsError(f"--version {version!r}: use letters, digits, '_', '-' or '.'")
+    if topk < 1:
+        raise SettingsError(f"--topk must be at least 1, got {topk}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,11 @@ USER_MODEL_FLAGS = {
     "crop": "--crop",
     "ema": "--ema",
     "head": "--head",
+    "transforms": "--transforms",
+    "check_photos": "--check-photos",
+    "interpolation": "--interpolation",
+    "channel_order": "--channel-order",
+    "no_weights_recipe": "--no-weights-recipe",
 }
 NETWORK_FLAGS = ("arch", "model_file", "weights")
 
@@ -96,12 +101,40 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         help="class names from DIR's sorted subfolders, numbered as torchvision's ImageFolder numbers them",
     )
     preprocessing = parser.add_argument_group(
-        "preprocessing of your own model (default: a timm network's pretrained_cfg, else ImageNet's)"
+        "preprocessing of your own model (see docs/recipes.md). Default: --arch's torchvision weights recipe, a timm "
+        "network's pretrained_cfg, else resize 256 bilinear, crop 224, ImageNet's mean and std; a flag replaces "
+        "its value"
+    )
+    preprocessing.add_argument(
+        "--transforms",
+        metavar="FILE.py:NAME",
+        help="your eval transform itself (torchvision v1/v2 Compose or nn.Sequential, timm's create_transform, "
+        "or a function returning one), compiled step by step into the Predictor and checked on photos",
+    )
+    preprocessing.add_argument(
+        "--check-photos",
+        type=Path,
+        metavar="DIR",
+        help="with --transforms: also check the compiled recipe on these photos (besides samples/)",
+    )
+    preprocessing.add_argument(
+        "--no-weights-recipe",
+        action="store_true",
+        help="a network trained from scratch: ignore torchvision's weights recipe (--arch, built as weights=None "
+        "builds it) and timm's pretrained_cfg; the flags and their defaults make the recipe",
     )
     preprocessing.add_argument("--mean", metavar="R,G,B", help="normalization mean (default: 0.485,0.456,0.406)")
     preprocessing.add_argument("--std", metavar="R,G,B", help="normalization std (default: 0.229,0.224,0.225)")
     preprocessing.add_argument("--resize", type=int, metavar="PIXELS", help="resize the short side (default: 256)")
     preprocessing.add_argument("--crop", type=int, metavar="PIXELS", help="then crop the centre (default: 224)")
+    preprocessing.add_argument(
+        "--interpolation",
+        choices=("bilinear", "bicubic", "nearest", "nearest-exact"),
+        help="how --resize resamples (default: bilinear, antialiased)",
+    )
+    preprocessing.add_argument(
+        "--channel-order", choices=("RGB", "BGR"), help="the channel order the network takes (default: RGB)"
+    )
     source.add_argument(
         "--head",
         choices=("softmax", "sigmoid"),
@@ -125,6 +158,7 @@ def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
     """Your model as the flags describe it; None for --hf, for --pt (see pt_class_names) and for the default model."""
     from .class_names import class_names_from_dir, read_class_names
     from .model_sources import parse_model_kwargs
+    from .transform_check import load_transform
     from .user_model import UserModel, recipe_from_flags
 
     given = [flag for dest, flag in USER_MODEL_FLAGS.items() if getattr(args, dest) not in (None, False)]
@@ -152,7 +186,10 @@ def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
             f"{', '.join(given)} describe your own model: add --arch NAME or --model-file FILE.py:NAME, "
             "with --weights CKPT"
         )
-    recipe = recipe_from_flags(args.mean, args.std, args.resize, args.crop)
+    recipe = recipe_from_flags(args.mean, args.std, args.resize, args.crop, args.interpolation, args.channel_order)
+    transforms = load_transform(args.transforms) if args.transforms is not None else None
+    if args.check_photos is not None and transforms is None:
+        raise SettingsError("--check-photos checks a --transforms recipe: add --transforms FILE.py:NAME")
     model_kwargs = parse_model_kwargs(args.model_kwargs) if args.model_kwargs is not None else None
     if args.classes is not None:
         class_names = read_class_names(args.classes)
@@ -160,7 +197,14 @@ def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
         class_names = class_names_from_dir(args.classes_from_dir)
     else:
         raise SettingsError("your own model needs its class names: --classes FILE or --classes-from-dir DIR")
-    flags = {"mean": args.mean, "std": args.std, "resize": args.resize, "crop": args.crop}
+    flags = {
+        "mean": args.mean,
+        "std": args.std,
+        "resize": args.resize,
+        "crop": args.crop,
+        "interpolation": args.interpolation,
+        "channel_order": args.channel_order,
+    }
     return UserModel(
         given_preprocessing=tuple(name for name, value in flags.items() if value is not None),
         ema=args.ema,
@@ -172,6 +216,9 @@ def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
         allow_pickle=args.allow_pickle,
         recipe=recipe,
         head=args.head,
+        transforms=transforms,
+        check_photos=args.check_photos,
+        weights_recipe=not args.no_weights_recipe,
     )
 
 

@@ -30,8 +30,21 @@ def classification_architectures() -> List[str]:
     return torchvision.models.list_models(module=torchvision.models)
 
 
-def build_architecture(name: str, num_classes: int) -> nn.Module:
-    """torchvision's `name`, randomly initialized (weights=None) with `num_classes` outputs."""
+# What torchvision's builders change when given weights, beyond loading them (torchvision/models/googlenet.py,
+# inception.py): the input transform its ImageNet weights were trained with, and the auxiliary heads dropped after
+# loading (a network fine-tuned from those weights with a new fc has no aux keys).
+AS_WITH_WEIGHTS = {
+    "googlenet": {"transform_input": True, "aux_logits": False, "init_weights": False},
+    "inception_v3": {"transform_input": True, "aux_logits": False, "init_weights": False},
+}
+# The state_dict prefixes of those auxiliary heads: a checkpoint trained with them keeps them; serving drops them.
+AUX_HEAD_PREFIXES = ("aux1.", "aux2.", "AuxLogits.")
+
+
+def build_architecture(name: str, num_classes: int, as_with_weights: bool = False) -> nn.Module:
+    """torchvision's `name`, randomly initialized with `num_classes` outputs. `as_with_weights`: constructed as
+    get_model(name, weights=DEFAULT) constructs it (googlenet, inception_v3: transform_input=True, no auxiliary
+    heads), the way a network fine-tuned from torchvision's weights was; otherwise as weights=None does."""
     import torchvision.models
 
     known = classification_architectures()
@@ -48,8 +61,12 @@ def build_architecture(name: str, num_classes: int) -> nn.Module:
             else "see torchvision.models.list_models(module=torchvision.models)"
         )
         raise ModelSourceError(f"--arch {name!r} is not a torchvision classification architecture; {hint}")
+    kwargs = dict(AS_WITH_WEIGHTS.get(name, {})) if as_with_weights else {}
+    if as_with_weights and name.startswith("vit_"):
+        # torchvision's ViT builders take image_size from the weights (vit_h_14's DEFAULT: 518 pixels).
+        kwargs["image_size"] = int(torchvision.models.get_model_weights(name).DEFAULT.meta["min_size"][0])
     try:
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     except Exception as e:
         raise ModelSourceError(f"--arch: building {name}(num_classes={num_classes}) failed: {first_line(e)}") from e
 
@@ -82,7 +99,7 @@ def build_from_model_file(spec: str, kwargs: Dict[str, Any]) -> nn.Module:
     path = Path(path_text)
     if not path.is_file():
         raise ModelSourceError(f"--model-file: {path}: {'not a file' if path.exists() else 'no such file'}")
-    module = _import_file(path)
+    module = import_file(path, "--model-file")
     factory = getattr(module, name, None)
     if factory is None or not callable(factory):
         defined = sorted(
@@ -167,14 +184,16 @@ def check_exported_pt(path: Path, module: torch.jit.ScriptModule | None = None) 
     return class_names
 
 
-def _import_file(path: Path) -> ModuleType:
+def import_file(path: Path, flag: str) -> ModuleType:
+    """`path` imported as a module of its own (not as __main__), its folder on sys.path while it runs;
+    ModelSourceError naming `flag` when it fails."""
     resolved = path.resolve()
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
     stem = re.sub(r"\W", "_", resolved.stem)
     module_name = f"_user_model_{stem}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, resolved)
     if spec is None or spec.loader is None:
-        raise ModelSourceError(f"--model-file: {path} cannot be imported as Python")
+        raise ModelSourceError(f"{flag}: {path} cannot be imported as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses, pickling and TorchScript look classes up here
     sys.path.insert(0, str(resolved.parent))
@@ -184,7 +203,7 @@ def _import_file(path: Path) -> ModuleType:
         sys.modules.pop(module_name, None)
         if isinstance(e, KeyboardInterrupt):
             raise
-        raise ModelSourceError(f"--model-file: importing {path} failed: {type(e).__name__}: {first_line(e)}") from e
+        raise ModelSourceError(f"{flag}: importing {path} failed: {type(e).__name__}: {first_line(e)}") from e
     finally:
         sys.path.remove(str(resolved.parent))
     return module

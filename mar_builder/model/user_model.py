@@ -13,19 +13,26 @@ from ..constants import DEFAULT_CROP_SIZE, DEFAULT_RESIZE_SIZE, IMAGENET_MEAN, I
 from ..errors import ModelSourceError, RecipeError, SettingsError, first_line
 from .checkpoints import find_weights, load_checkpoint, load_weights
 from .class_names import validate_class_names
-from .model_sources import build_architecture, build_from_model_file
+from .model_sources import AUX_HEAD_PREFIXES, build_architecture, build_from_model_file
 from .predictor import Predictor, check_head, count_outputs, default_head
 from .recipe import Recipe
+from .recipe_sources import resolve_recipe
+from .transform_check import check_recipe
 
 logger = logging.getLogger(__name__)
 
-# The Recipe fields that --mean, --std, --resize and --crop set.
-PREPROCESSING_FIELDS = ("mean", "std", "resize", "crop")
+# The Recipe fields that the preprocessing flags set.
+PREPROCESSING_FIELDS = ("mean", "std", "resize", "crop", "interpolation", "channel_order")
 CHECK_BATCH = 2  # random images the network is run on once, before export, to check its output
 
 
 def recipe_from_flags(
-    mean: str | None = None, std: str | None = None, resize: int | None = None, crop: int | None = None
+    mean: str | None = None,
+    std: str | None = None,
+    resize: int | None = None,
+    crop: int | None = None,
+    interpolation: str | None = None,
+    channel_order: str | None = None,
 ) -> Recipe:
     """--mean, --std, --resize and --crop as a Recipe: resize the shorter side, bilinear antialiased, crop the
     centre square, ImageNet's mean and std; what is not given keeps its default (256, 224, ImageNet's)."""
@@ -54,7 +61,14 @@ def recipe_from_flags(
             f"--crop {crop_size} is larger than --resize {resize_size}: "
             "the centre crop must fit inside the resized image"
         )
-    return Recipe(resize=(resize_size,), crop=(crop_size, crop_size), mean=mean_values, std=std_values)
+    return Recipe(
+        resize=(resize_size,),
+        crop=(crop_size, crop_size),
+        mean=mean_values,
+        std=std_values,
+        interpolation=interpolation or "bilinear",
+        channel_order=channel_order or "RGB",
+    )
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,12 @@ class UserModel:
     given_preprocessing: Tuple[str, ...] = PREPROCESSING_FIELDS
     ema: bool = False  # use the checkpoint's EMA weights (timm's state_dict_ema)
     head: str | None = None  # "softmax" or "sigmoid"; None: sigmoid for one output, softmax otherwise
+    # The eval transform itself (--transforms, or mar_builder.export's transforms=): the recipe is compiled from it.
+    transforms: Any = None
+    check_photos: Path | None = None  # more photos to check the compiled recipe on (--check-photos)
+    # --arch and timm networks: the model's own recipe (torchvision's weights, timm's pretrained_cfg), and for
+    # --arch the network built as get_model(weights=DEFAULT) builds it; False: the flags' recipe, weights=None.
+    weights_recipe: bool = True
 
     def __post_init__(self) -> None:
         if self.arch is not None and self.model_file is not None:
@@ -94,7 +114,7 @@ def build_predictor(model: UserModel) -> Predictor:
     num_classes = len(model.class_names)
     network: nn.Module | None = None
     if model.arch is not None:
-        network = build_architecture(model.arch, num_classes)
+        network = build_architecture(model.arch, num_classes, as_with_weights=model.weights_recipe)
     elif model.model_file is not None:
         network = build_from_model_file(model.model_file, model.model_kwargs or {})
     assert model.weights is not None  # UserModel.__post_init__ guarantees it
@@ -109,8 +129,17 @@ def build_predictor(model: UserModel) -> Predictor:
         )
     else:
         state_dict = weights.state_dict() if isinstance(weights, nn.Module) else weights
+        if model.arch is not None and getattr(network, "aux_logits", True) is False:
+            aux = [key for key in state_dict if key.startswith(AUX_HEAD_PREFIXES)]
+            if aux:
+                logger.info("dropping the %d auxiliary-head weights of %s: they serve no answer", len(aux), model.arch)
+                state_dict = {k: v for k, v in state_dict.items() if not k.startswith(AUX_HEAD_PREFIXES)}
         load_weights(network, state_dict, model.weights, num_classes)
-    recipe = resolve_recipe(model, network)
+    recipe = resolve_recipe(
+        model.recipe, model.given_preprocessing, network, model.arch, model.weights_recipe, model.transforms
+    )
+    if model.transforms is not None:
+        check_recipe(model.transforms, recipe, "--transforms", model.check_photos)
     network = network.float().eval()
     head = model.head or default_head(count_outputs(network, recipe.output_size))
     try:
@@ -119,45 +148,6 @@ def build_predictor(model: UserModel) -> Predictor:
         raise ModelSourceError(str(e)) from None
     check_network_output(predictor)
     return predictor
-
-
-def resolve_recipe(model: UserModel, network: nn.Module) -> Recipe:
-    """The flags' recipe, where a flag was not given replaced by the network's timm `pretrained_cfg`
-    (mean, std, input_size, crop_pct: resize = floor(crop / crop_pct), as timm's eval transform does).
-    Logs where each value came from."""
-    cfg = getattr(network, "pretrained_cfg", None)
-    sources = {name: "flag" if name in model.given_preprocessing else "default" for name in PREPROCESSING_FIELDS}
-    recipe = model.recipe
-    if isinstance(cfg, dict):
-        from_cfg: Dict[str, Any] = {}
-        for name in ("mean", "std"):
-            if name not in model.given_preprocessing and cfg.get(name) is not None:
-                from_cfg[name] = tuple(float(v) for v in cfg[name])
-        size = cfg.get("input_size")
-        if size is not None and len(size) == 3 and size[1] == size[2]:
-            crop = int(size[1]) if "crop" not in model.given_preprocessing else recipe.crop[0]
-            if "crop" not in model.given_preprocessing:
-                from_cfg["crop"] = (crop, crop)
-            if "resize" not in model.given_preprocessing:
-                from_cfg["resize"] = (math.floor(crop / float(cfg.get("crop_pct") or 1.0)),)
-        elif size is not None:
-            logger.warning("timm pretrained_cfg input_size %s is not square; the Predictor crops a square", size)
-        recipe = replace(recipe, **from_cfg)
-        sources.update({name: "timm pretrained_cfg" for name in from_cfg})
-        interpolation = cfg.get("interpolation")
-        if from_cfg and interpolation not in (None, "bilinear"):
-            logger.warning(
-                "timm pretrained_cfg says %s interpolation; the Predictor resizes bilinear, antialiased", interpolation
-            )
-    logger.info(
-        "preprocessing: %s (resize: %s, crop: %s, mean: %s, std: %s)",
-        recipe.describe(),
-        sources["resize"],
-        sources["crop"],
-        sources["mean"],
-        sources["std"],
-    )
-    return recipe
 
 
 def check_network_output(predictor: Predictor) -> None:

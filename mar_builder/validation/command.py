@@ -47,6 +47,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
         given = ["--default-model"] if args.default_model else []
         given += ["--" + k.replace("_", "-") for k, v in user_flags.items() if v not in (None, False)]
+        given += ["--transforms (the folder's own image processor is the reference)"] if args.transforms else []
         if given:
             raise ValidationError(f"--hf names the eager model: drop {', '.join(given)}")
         network, transforms = hf_reference(args.hf, settings)
@@ -63,7 +64,12 @@ def run_validate(args: argparse.Namespace) -> int:
         eager_source = "the eager EfficientNet-Lite0 of --default-model"
     else:
         eager_source = "the eager network of --arch/--model-file/--weights"
-    if args.hf is None:
+    if args.transforms is not None:
+        from ..model.transform_check import load_transform
+
+        transforms = load_transform(args.transforms)
+        eager_source += f"; your --transforms {args.transforms} on PIL images, then the archive's {settings.head}"
+    elif args.hf is None:
         eager_source += f"; the archive's recipe as torchvision transforms on PIL images, then its {settings.head}"
     models = InProcessModels(pt, settings, network, transforms)
     logger.info("%d photos to measure; starting TorchServe with a copy of %s", len(known), args.mar)

@@ -54,4 +54,10 @@ def add_validate_flags(parser: argparse.ArgumentParser) -> None:
     eager.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for --model-file")
     eager.add_argument("--weights", type=Path, metavar="CKPT", help="the checkpoint, as for build")
     eager.add_argument("--allow-pickle", action="store_true", help="load pickled checkpoints (runs their code)")
+    eager.add_argument(
+        "--transforms",
+        metavar="FILE.py:NAME",
+        help="your eval transform, as for build: the eager model's preprocessing (on PIL images), so that a skew "
+        "between it and the archive's recipe shows in the report (default: the archive's recipe on PIL images)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")

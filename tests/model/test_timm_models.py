@@ -87,11 +87,12 @@ def test_vit_gets_timms_mean_and_std_unless_a_flag_says_otherwise(files, capsys,
     exported, _, _ = export(files, capsys, "vit_tiny_patch16_224")
     assert list(exported.mean) == [0.5] * 3 and list(exported.std) == [0.5] * 3
     assert (exported.resize, exported.crop) == ([248], [224, 224])  # floor(224 / 0.9)
+    assert exported.interpolation == "bicubic"  # timm's pretrained_cfg in full
     assert "mean: timm pretrained_cfg, std: timm pretrained_cfg" in caplog.text
     exported, _, _ = export(files, capsys, "vit_tiny_patch16_224", "--std", "0.25,0.25,0.25", "--resize", "240")
     assert list(exported.std) == [0.25] * 3 and list(exported.mean) == [0.5] * 3
     assert (exported.resize, exported.crop) == ([240], [224, 224])
-    assert "(resize: flag, crop: timm pretrained_cfg, mean: timm pretrained_cfg, std: flag)" in caplog.text
+    assert "resize: flag, crop: timm pretrained_cfg, interpolation: timm pretrained_cfg" in caplog.text
 
 
 def test_mobile_hybrid_whose_scripted_form_cannot_be_saved_is_traced_with_the_reason(files, capsys, caplog):
