@@ -8,16 +8,14 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import torch
 from torch import nn
 
 from ..errors import ModelSourceError, first_line
 from .class_names import validate_class_names
-
-if TYPE_CHECKING:
-    from .predictor import Predictor
+from .predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +49,21 @@ class LogitsOnly(nn.Module):
 
 @contextlib.contextmanager
 def hub_offline() -> Iterator[None]:
-    """The Hugging Face libraries never reach the hub inside this block; the environment is restored after."""
+    """The Hugging Face libraries never reach the hub inside this block; the environment is restored after.
+
+    huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported: where it was imported before (by the
+    caller), its module constant is set for the block as well.
+    """
     saved = {name: os.environ.get(name) for name in OFFLINE_ENVIRONMENT}
     os.environ.update(OFFLINE_ENVIRONMENT)
+    import huggingface_hub.constants as hub_constants
+
+    was_offline = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
+        hub_constants.HF_HUB_OFFLINE = was_offline
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -64,11 +71,10 @@ def hub_offline() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def build_hf_predictor(folder: Path) -> "Predictor":
+def build_hf_predictor(folder: Path) -> Predictor:
     """The eager Predictor of a save_pretrained folder: its network (LogitsOnly), id2label's class names, the head
     that problem_type asks for and the Recipe compiled from its image processor. Raises ModelSourceError."""
     from .hf_preprocessing import recipe_from_processor
-    from .predictor import Predictor
 
     network, config = load_network(folder)
     processor = load_processor(folder)
@@ -121,11 +127,13 @@ def quiet_transformers() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
-def check_folder(folder: Path) -> Dict[str, Any]:
-    """The folder's config.json as a dict, once the files a served classifier needs are there.
+def check_folder(folder: Path) -> str:
+    """The name of the transformers class that the folder's config.json describes, once it is an image classifier
+    and the files a served classifier needs are there.
 
-    Raises ModelSourceError naming what is missing: the folder, config.json (not a save_pretrained folder),
-    preprocessor_config.json, or model.safetensors (a pickled pytorch_model.bin is refused: it can run code).
+    Raises ModelSourceError naming what is wrong: the folder, config.json (not a save_pretrained folder), a model
+    type that is not an image classifier, custom code, preprocessor_config.json, or model.safetensors (a pickled
+    pytorch_model.bin is refused: it can run code).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -148,6 +156,7 @@ def check_folder(folder: Path) -> Dict[str, Any]:
             f"--hf: {config_path} names custom code (auto_map); only transformers' own architectures are loaded, "
             "without running code from the folder"
         )
+    class_name = image_classifier_name(config["model_type"], config.get("architectures") or [], folder)
     if not (folder / PREPROCESSOR_FILE).is_file():
         raise ModelSourceError(
             f"--hf {folder} has no {PREPROCESSOR_FILE}: the preprocessing the model was trained with is unknown "
@@ -162,32 +171,31 @@ def check_folder(folder: Path) -> Dict[str, Any]:
             else ""
         )
         raise ModelSourceError(f"--hf {folder} has no {SAFETENSORS_FILE}{hint}")
-    return config
+    return class_name
 
 
-def image_classifier_class(config: Any, folder: Path) -> type:
-    """The transformers class that config.json describes, if it is an image classifier; else ModelSourceError."""
-    import transformers
+def image_classifier_name(model_type: str, architectures: List[str], folder: Path) -> str:
+    """The transformers class that config.json's model_type and architectures name, if it is an image classifier;
+    else ModelSourceError."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
-    names = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.get(config.model_type)
+    names = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.get(model_type)
     if names is None:
         raise ModelSourceError(
-            f"--hf {folder}: model_type {config.model_type!r} is not a transformers image classifier "
+            f"--hf {folder}: model_type {model_type!r} is not a transformers image classifier "
             f"(those are: {', '.join(sorted(MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES))})"
         )
-    if config.model_type == "timm_wrapper":
+    if model_type == "timm_wrapper":
         raise ModelSourceError(
             f"--hf {folder} wraps a timm model (timm_wrapper): export it with --model-file or --arch and its weights"
         )
     known = (names,) if isinstance(names, str) else tuple(names)
-    architectures = list(getattr(config, "architectures", None) or [])
     if architectures and architectures[0] not in known:
         raise ModelSourceError(
             f"--hf {folder}: config.json's architectures is {architectures[0]}, not an image classifier "
             f"({' or '.join(known)}); a folder saved from the bare model has no classification head"
         )
-    return getattr(transformers, architectures[0] if architectures else known[0])
+    return architectures[0] if architectures else known[0]
 
 
 def class_names_from_config(config: Any, folder: Path) -> List[str]:
@@ -217,15 +225,16 @@ def load_network(folder: Path) -> Tuple[nn.Module, Any]:
     Raises ModelSourceError when the weights do not fit the config (missing or differently shaped tensors).
     """
     folder = Path(folder).resolve()
-    check_folder(folder)
     with hub_offline():
+        class_name = check_folder(folder)
+        import transformers
         from transformers import AutoConfig
 
         try:
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
         except Exception as e:  # unknown model_type, bad values: transformers raises ValueError, KeyError, ...
             raise ModelSourceError(f"--hf {folder}: config.json cannot be read: {first_line(e)}") from e
-        model_class = image_classifier_class(config, folder)
+        model_class = getattr(transformers, class_name)
         try:
             model, info = model_class.from_pretrained(
                 folder,
