@@ -243,6 +243,8 @@ def load_network(folder: Path) -> Tuple[nn.Module, Any]:
                 use_safetensors=True,
                 dtype=torch.float32,
                 attn_implementation=ATTENTION,
+                # Reported in the loading info rather than raised, so that the refusal names the tensors.
+                ignore_mismatched_sizes=True,
                 output_loading_info=True,
             )
         except Exception as e:  # safetensors errors, shape mismatches (RuntimeError), unreadable files
