@@ -96,22 +96,34 @@ def _mobilevit(config_kwargs: Dict[str, Any]) -> Any:
         image_size=256, hidden_sizes=[16, 16, 16], neck_hidden_sizes=[8, 8, 16, 16, 16, 16, 32],
         num_attention_heads=2, **config_kwargs,
     )  # fmt: skip
-    return MobileViTForImageClassification(config)
+    model = MobileViTForImageClassification(config)
+    # transformers draws every weight with std 0.02: through MobileViT's ~30 layers the features vanish and every
+    # image gets the same answer. Unit-gain weights keep the answers input-dependent.
+    with torch.no_grad():
+        for module in model.mobilevit.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
+    return model
 
 
-# name -> (network builder, preprocessor_config.json, extra config.json settings)
+# name -> (network builder, preprocessor_config.json, extra config.json settings, classifier weight scale)
 FAMILIES: Dict[str, tuple] = {
-    "vit": (_vit, VIT_PROCESSOR, {}),
-    "convnext": (_convnext, CONVNEXT_PROCESSOR, {}),
-    "deit": (_vit, DEIT_PROCESSOR, {}),  # facebook/deit-*: a ViT network (model_type vit) with DeiT's processor
-    "mobilevit": (_mobilevit, MOBILEVIT_PROCESSOR, {}),
-    "convnext-multilabel": (_convnext, CONVNEXT_PROCESSOR_SAVED, {"problem_type": "multi_label_classification"}),
+    "vit": (_vit, VIT_PROCESSOR, {}, LOGIT_SCALE),
+    "convnext": (_convnext, CONVNEXT_PROCESSOR, {}, LOGIT_SCALE),
+    "deit": (_vit, DEIT_PROCESSOR, {}, LOGIT_SCALE),  # facebook/deit-*: a ViT network with DeiT's processor
+    "mobilevit": (_mobilevit, MOBILEVIT_PROCESSOR, {}, 20 * LOGIT_SCALE),  # its pooled features vary little
+    "convnext-multilabel": (
+        _convnext,
+        CONVNEXT_PROCESSOR_SAVED,
+        {"problem_type": "multi_label_classification"},
+        LOGIT_SCALE,
+    ),
 }
 
 
 def save_hf_folder(folder: Path, family: str, labels: List[str] = LABELS, seed: int = 0) -> Path:
     """A save_pretrained folder of `family` (see FAMILIES): config.json, model.safetensors, preprocessor_config.json."""
-    build, processor, extra = FAMILIES[family]
+    build, processor, extra, logit_scale = FAMILIES[family]
     torch.manual_seed(seed)
     id2label = dict(enumerate(labels))
     model = build({"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}, **extra}).eval()
@@ -123,7 +135,7 @@ def save_hf_folder(folder: Path, family: str, labels: List[str] = LABELS, seed: 
                 module.weight.fill_(1.0)
                 module.running_mean.normal_(0.0, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
-        model.classifier.weight.mul_(LOGIT_SCALE)
+        model.classifier.weight.mul_(logit_scale)
     model.save_pretrained(folder)
     write_processor_config(folder, processor)
     return folder
