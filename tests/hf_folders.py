@@ -53,6 +53,44 @@ MOBILEVIT_PROCESSOR = {
     "resample": 2,
     "size": 288,
 }
+# microsoft/beit-base-patch16-224: a squash; reduce_labels (segmentation maps) is the old name of do_reduce_labels.
+BEIT_PROCESSOR = {
+    "crop_size": 224,
+    "do_center_crop": False,
+    "do_normalize": True,
+    "do_resize": True,
+    "feature_extractor_type": "BeitFeatureExtractor",
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "reduce_labels": False,
+    "resample": 2,
+    "size": 224,
+}
+# facebook/dinov2-base: BiT's processor, the shorter side to 256 (bicubic), the centre 224.
+DINOV2_PROCESSOR = {
+    "crop_size": {"height": 224, "width": 224},
+    "do_center_crop": True,
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_processor_type": "BitImageProcessor",
+    "image_std": [0.229, 0.224, 0.225],
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"shortest_edge": 256},
+}
+# microsoft/swin-tiny-patch4-window7-224: the old ViTFeatureExtractor with ImageNet's mean and std, bicubic.
+SWIN_PROCESSOR = {
+    "do_normalize": True,
+    "do_resize": True,
+    "feature_extractor_type": "ViTFeatureExtractor",
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+    "resample": 3,
+    "size": 224,
+}
 # What transformers 4.x's Trainer writes for a fine-tuned ConvNeXt (image_processor_type, dict sizes).
 CONVNEXT_PROCESSOR_SAVED = {
     "crop_pct": 0.875,

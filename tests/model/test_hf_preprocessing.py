@@ -9,11 +9,14 @@ import pytest
 import torch
 from conftest import TinyCNN, class_names
 from hf_folders import (
+    BEIT_PROCESSOR,
     CONVNEXT_384_PROCESSOR,
     CONVNEXT_PROCESSOR,
     CONVNEXT_PROCESSOR_SAVED,
     DEIT_PROCESSOR,
+    DINOV2_PROCESSOR,
     MOBILEVIT_PROCESSOR,
+    SWIN_PROCESSOR,
     VIT_PROCESSOR,
     hf_reference,
     write_processor_config,
@@ -49,6 +52,10 @@ EXPECTED = {
         MOBILEVIT_PROCESSOR,
         Recipe(resize=(288,), crop=(256, 256), channel_order="BGR", mean=None, std=None),
     ),
+    # Families whose processors are shared: BEiT's, BiT's (DINOv2) and ViT's (Swin).
+    "beit": (BEIT_PROCESSOR, Recipe(resize=(224, 224), crop=None, mean=(0.5,) * 3, std=(0.5,) * 3)),
+    "dinov2": (DINOV2_PROCESSOR, Recipe(resize=(256,), interpolation="bicubic", crop=(224, 224), **IMAGENET)),
+    "swin": (SWIN_PROCESSOR, Recipe(resize=(224, 224), interpolation="bicubic", crop=None, **IMAGENET)),
 }
 
 
