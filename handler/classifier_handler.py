@@ -32,8 +32,8 @@ WARM_UP_CALLS = 3
 
 
 class ClassifierHandler:
-    """Loads the exported .pt once; all preprocessing and the softmax live inside it. `classify` runs in the
-    archive's runtime: the .pt itself, or its export classify.onnx in ONNX Runtime."""
+    """Loads the exported .pt once; all preprocessing and the output head (softmax or sigmoid) live inside it.
+    `classify` runs in the archive's runtime: the .pt itself, or its export classify.onnx in ONNX Runtime."""
 
     def __init__(self) -> None:
         self.model: torch.jit.ScriptModule | None = None

@@ -1,4 +1,4 @@
-"""What runs the Predictor's `classify` (network and softmax) in a worker: the .pt, or ONNX Runtime."""
+"""What runs the Predictor's `classify` (network and output head) in a worker: the .pt, or ONNX Runtime."""
 
 from __future__ import annotations
 

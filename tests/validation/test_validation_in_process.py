@@ -81,3 +81,32 @@ def test_unreadable_photos_and_exif_rotation(tmp_path, photo):
     Image.open(photo).save(tmp_path / "turned.jpg", exif=exif.tobytes())
     assert exif_rotates((tmp_path / "turned.jpg").read_bytes()) is True
     assert exif_rotates(photo.read_bytes()) is False
+
+
+def test_the_users_own_transform_is_the_eager_reference(tiny_pt, photo):
+    """validate --transforms: (a) runs the user's transform, so a skew against the archive's recipe shows."""
+    pt, settings = load_pt(tiny_pt)
+    _, image = read_photo(photo)
+    skewed = T.Compose([T.Resize((224, 224)), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])  # a squash
+    models = InProcessModels(pt, settings, eager_network=None, transforms=skewed)
+    expected = torch.softmax(pt.model(skewed(image).unsqueeze(0)), dim=1)[0]
+    torch.testing.assert_close(models.eager(image), expected)
+    assert not torch.allclose(models.eager(image), InProcessModels(pt, settings, None).eager(image), atol=1e-6)
+
+
+def test_a_sigmoid_archive_is_measured_with_its_sigmoid(tmp_path, photo):
+    from conftest import TinyCNN, class_names
+
+    from mar_builder.model.export import export_predictor
+    from mar_builder.model.predictor import Predictor
+
+    torch.manual_seed(0)
+    path = tmp_path / "multi.pt"
+    export_predictor(Predictor(TinyCNN(4), class_names(4), DEFAULT_RECIPE, head="sigmoid"), path)
+    pt, settings = load_pt(path)
+    assert settings.head == "sigmoid" and settings.recipe == DEFAULT_RECIPE
+    _, image = read_photo(photo)
+    reference = DEFAULT_RECIPE.pil_reference()
+    torch.testing.assert_close(
+        InProcessModels(pt, settings, None).eager(image), torch.sigmoid(pt.model(reference(image).unsqueeze(0)))[0]
+    )
