@@ -159,3 +159,15 @@ def test_build_refuses_a_bad_folder_without_writing_an_archive(tmp_path, capsys,
 def test_flags_the_folder_answers_are_refused(tmp_path, capsys, folder, flags):
     error = export_fails(tmp_path, capsys, folder, *flags)
     assert f"--hf reads the network, class names, head and preprocessing from the folder; drop {flags[0]}" in error
+
+
+def test_validate_refuses_a_folder_that_is_not_the_archives_model(folder):
+    from mar_builder.errors import ValidationError
+    from mar_builder.model.recipe import Recipe
+    from mar_builder.validation.hf_reference import hf_reference
+    from mar_builder.validation.in_process import PtSettings
+
+    with pytest.raises(ValidationError, match=r"its id2label \(4 classes, such as 'tabby cat'\) is not the archive's"):
+        hf_reference(folder, PtSettings(("cat", "dog"), Recipe(), "softmax"))
+    with pytest.raises(ValidationError, match=r"problem_type asks for the softmax head, the archive has sigmoid"):
+        hf_reference(folder, PtSettings(tuple(LABELS), Recipe(), "sigmoid"))
