@@ -171,3 +171,25 @@ def test_validate_refuses_a_folder_that_is_not_the_archives_model(folder):
         hf_reference(folder, PtSettings(("cat", "dog"), Recipe(), "softmax"))
     with pytest.raises(ValidationError, match=r"problem_type asks for the softmax head, the archive has sigmoid"):
         hf_reference(folder, PtSettings(tuple(LABELS), Recipe(), "sigmoid"))
+
+
+def test_a_distilled_deit_answers_the_mean_of_its_two_heads(tmp_path):
+    """facebook/deit-*-distilled-*: DeiTForImageClassificationWithTeacher, whose logits average its two heads."""
+    import torch
+    from hf_folders import DEIT_PROCESSOR
+    from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher
+
+    config = DeiTConfig(
+        image_size=224, patch_size=32, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=37, id2label=dict(enumerate(LABELS)),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = DeiTForImageClassificationWithTeacher(config).eval()
+    model.save_pretrained(tmp_path / "deit")
+    write_processor_config(tmp_path / "deit", DEIT_PROCESSOR)
+    predictor = build_hf_predictor(tmp_path / "deit")
+    pixel_values = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        output = model(pixel_values=pixel_values)
+        torch.testing.assert_close(predictor.model(pixel_values), output.logits)
+        torch.testing.assert_close(output.logits, (output.cls_logits + output.distillation_logits) / 2)
