@@ -43,6 +43,8 @@ def _convnext_sizes(processor: Any) -> SizePair:
     if not processor.do_resize:
         return (), _crop_of(processor)
     if shortest_edge < CONVNEXT_SQUASH_FROM:
+        if processor.crop_pct is None:
+            raise ModelSourceError("preprocessor_config.json's crop_pct is null: ConvNeXt needs it below 384")
         crop_pct = float(processor.crop_pct)
         if not 0 < crop_pct <= 1:
             raise ModelSourceError(f"preprocessor_config.json's crop_pct must be in (0, 1], got {crop_pct}")
@@ -90,7 +92,7 @@ def recipe_from_processor(processor: Any) -> Recipe:
     rescale = float(processor.rescale_factor) if processor.do_rescale else 1.0
     mean = std = None
     if processor.do_normalize:
-        mean, std = _channels(processor.image_mean, "image_mean"), _channels(processor.image_std, "image_std")
+        mean, std = _channels(processor.image_mean), _channels(processor.image_std)
     flip = name == "MobileViTImageProcessor" and bool(processor.do_flip_channel_order)
     return Recipe(
         resize=resize,
@@ -175,6 +177,7 @@ def _interpolation(resample: Any) -> str:
     return RESAMPLE_INTERPOLATIONS[code]
 
 
-def _channels(values: Any, key: str) -> Tuple[float, ...]:
+def _channels(values: Any) -> Tuple[float, ...]:
+    """image_mean / image_std: one number for every channel, or one per channel."""
     listed = [values] if isinstance(values, (int, float)) else list(values)
     return tuple(float(v) for v in listed)
