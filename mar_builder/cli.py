@@ -122,9 +122,12 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
     from .model.user_model import build_predictor as build_user_predictor
 
     start = time.perf_counter()
-    user_model = user_model_from_args(args)  # checks the flags first, --pt's included
+    user_model = user_model_from_args(args)  # checks the flags first, --pt's and --hf's included
     if args.pt is not None:
         write_from_pt(args.pt, output, args.rebuild, pt_class_names(args))
+        return
+    if args.hf is not None:
+        write_from_hf(args.hf, output)
         return
     if user_model is None:
         # The default network cannot be scripted (namedtuple block args), so it is always traced.
@@ -139,6 +142,22 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
     logger.info(
         "exported %s (inner network %s), verified against eager, in %.1f s", shown, method, time.perf_counter() - start
     )
+
+
+def write_from_hf(folder: Path, output: Path) -> None:
+    """--hf: a Hugging Face save_pretrained folder, its network traced (transformers models do not script),
+    verified against the eager model like every export."""
+    from .model.class_names import log_class_names
+    from .model.export import export_predictor
+    from .model.hf_folder import build_hf_predictor, quiet_transformers
+
+    start = time.perf_counter()
+    with quiet_transformers():
+        predictor = build_hf_predictor(folder)
+        export_predictor(predictor, output, trace=True)
+    log_class_names(predictor.class_names)
+    seconds = time.perf_counter() - start
+    logger.info("exported %s (inner network traced), verified against eager, in %.1f s", folder, seconds)
 
 
 def write_from_pt(pt: Path, output: Path, rebuild: bool, given_names: "List[str] | None" = None) -> None:

@@ -50,6 +50,15 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         help="your nn.Module class (or a function returning one) in a Python file; needed at export time only",
     )
     network.add_argument(
+        "--hf",
+        type=Path,
+        metavar="DIR",
+        help="a Hugging Face transformers image classifier's save_pretrained folder (config.json, "
+        "model.safetensors, preprocessor_config.json): class names from id2label, the sigmoid head for "
+        "problem_type multi_label_classification (else softmax), preprocessing compiled from its image processor; "
+        "read offline, from the folder's files only, and traced (transformers is needed to build, not to serve)",
+    )
+    network.add_argument(
         "--pt",
         type=Path,
         metavar="EXPORTED.pt",
@@ -146,13 +155,21 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def user_model_from_args(args: argparse.Namespace) -> "UserModel | None":
-    """Your model as the flags describe it; None for --pt (see pt_class_names) and for the default model."""
+    """Your model as the flags describe it; None for --hf, for --pt (see pt_class_names) and for the default model."""
     from .class_names import class_names_from_dir, read_class_names
     from .model_sources import parse_model_kwargs
     from .transform_check import load_transform
     from .user_model import UserModel, recipe_from_flags
 
     given = [flag for dest, flag in USER_MODEL_FLAGS.items() if getattr(args, dest) not in (None, False)]
+    if args.hf is not None:
+        # The folder holds the network, its weights, class names, head and preprocessing; it is always traced.
+        extra = given + (["--rebuild"] if args.rebuild else [])
+        if extra:
+            raise SettingsError(
+                f"--hf reads the network, class names, head and preprocessing from the folder; drop {', '.join(extra)}"
+            )
+        return None
     if args.pt is not None:
         # Class names may stand in for those of a module that has none (a traced one); nothing else applies.
         extra = [flag for flag in given if flag not in ("--classes", "--classes-from-dir")]

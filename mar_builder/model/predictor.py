@@ -40,6 +40,7 @@ class RecipeTransform(nn.Module):
         self.crop: List[int] | None = list(recipe.crop) if recipe.crop is not None else None
         self.grayscale: int = recipe.grayscale
         self.grayscale_first: bool = recipe.grayscale_first
+        self.crop_floor: bool = recipe.crop_rounding == "floor"
         self.bgr: bool = recipe.channel_order == "BGR"
         self.rescale: float = recipe.rescale
         self.normalize: bool = recipe.mean is not None
@@ -57,7 +58,7 @@ class RecipeTransform(nn.Module):
             batch = self._resize(batch)
         crop = self.crop  # a local: TorchScript refines Optional locals only
         if crop is not None:
-            batch = TF.center_crop(batch, crop)
+            batch = center_crop(batch, crop, self.crop_floor)
         if self.grayscale > 0 and not self.grayscale_first:
             batch = self._to_grayscale(batch)
         if self.bgr:
@@ -107,6 +108,22 @@ class RecipeTransform(nn.Module):
         else:
             grey = (0.2989 * r + 0.587 * g + 0.114 * b).to(batch.dtype)
         return grey.expand(-1, self.grayscale, -1, -1).contiguous() if self.grayscale == 3 else grey
+
+
+def center_crop(img: torch.Tensor, crop: List[int], floor: bool) -> torch.Tensor:
+    """torchvision's center_crop (zero padding where the image is smaller, the smaller half before), its offsets
+    (H - h) / 2 rounded as torchvision rounds them (int(round())) or, with `floor`, floored (Hugging Face image
+    processors' int(), numpy's //): on an odd margin they differ by one pixel."""
+    if not floor:
+        return TF.center_crop(img, crop)
+    height, width = img.shape[-2], img.shape[-1]
+    crop_height, crop_width = crop[0], crop[1]
+    if crop_width > width or crop_height > height:
+        pad_width, pad_height = max(crop_width - width, 0), max(crop_height - height, 0)
+        img = F.pad(img, [pad_width // 2, (pad_width + 1) // 2, pad_height // 2, (pad_height + 1) // 2])
+        height, width = img.shape[-2], img.shape[-1]
+    top, left = (height - crop_height) // 2, (width - crop_width) // 2
+    return img[..., top : top + crop_height, left : left + crop_width]
 
 
 def output_size(image_size: List[int], size: List[int], max_size: int | None) -> List[int]:
@@ -197,6 +214,7 @@ class Predictor(nn.Module):
         self.crop: List[int] | None = list(recipe.crop) if recipe.crop is not None else None
         self.grayscale: int = recipe.grayscale
         self.grayscale_first: bool = recipe.grayscale_first
+        self.crop_rounding: str = recipe.crop_rounding
         self.channel_order: str = recipe.channel_order
         self.rescale: float = recipe.rescale
         self.mean: List[float] | None = list(recipe.mean) if recipe.mean is not None else None

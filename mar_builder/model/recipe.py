@@ -17,6 +17,7 @@ from ..errors import RecipeError
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "nearest-exact")  # torchvision InterpolationMode values
 CHANNEL_ORDERS = ("RGB", "BGR")
 HEADS = ("softmax", "sigmoid")
+CROP_ROUNDINGS = ("round", "floor")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Recipe:
     # one value per channel the network sees (in its channel order), or one for all
     std: Tuple[float, ...] | None = IMAGENET_STD
     grayscale_first: bool = False  # convert to grayscale before resizing (the transform's own order)
+    crop_rounding: str = "round"  # the crop's top/left offset (H - h) / 2: "round" as torchvision's CenterCrop,
+    # "floor" as Hugging Face image processors and numpy slicing ((H - h) // 2); see CROP_ROUNDINGS
 
     def __post_init__(self) -> None:
         # Lists are accepted and kept as tuples, so that a Recipe compares and hashes by value.
@@ -68,6 +71,8 @@ class Recipe:
                 f"resize {self.resize} without a crop gives each image its own size; the Predictor batches images "
                 "of different sizes, so the recipe must end at a fixed size: add a crop or resize to (h, w)"
             )
+        if self.crop_rounding not in CROP_ROUNDINGS:
+            raise RecipeError(f"crop_rounding {self.crop_rounding!r}: expected round or floor")
         if self.grayscale not in (0, 1, 3):
             raise RecipeError(f"grayscale must be 0 (colour), 1 or 3 (output channels), got {self.grayscale!r}")
         if self.grayscale_first and not self.grayscale:
@@ -131,7 +136,8 @@ class Recipe:
             aa = " antialiased" if self.antialias and self.interpolation in ("bilinear", "bicubic") else ""
             parts.append(f"resize {size}{cap} {self.interpolation}{aa}")
         if self.crop is not None:
-            parts.append(f"crop {self.crop[0]}x{self.crop[1]}")
+            floored = " (offsets floored)" if self.crop_rounding == "floor" else ""
+            parts.append(f"crop {self.crop[0]}x{self.crop[1]}{floored}")
         if self.grayscale and not self.grayscale_first:
             parts.append(f"grayscale to {self.grayscale}")
         parts.append(self.channel_order)
@@ -155,7 +161,10 @@ class Recipe:
             mode = T.InterpolationMode(self.interpolation)
             size = list(self.resize)
             steps.append(T.Resize(size, interpolation=mode, max_size=self.max_size, antialias=self.antialias))
-        if self.crop is not None:
+        if self.crop is not None and self.crop_rounding == "floor":
+            crop = self.crop
+            steps.append(T.Lambda(lambda image: _floor_center_crop(image, crop)))
+        elif self.crop is not None:
             steps.append(T.CenterCrop(list(self.crop)))
         if self.grayscale and not self.grayscale_first:
             steps.append(T.Grayscale(self.grayscale))
@@ -167,6 +176,19 @@ class Recipe:
         if self.mean is not None and self.std is not None:
             steps.append(T.Normalize(list(self.mean), list(self.std)))
         return T.Compose(steps)
+
+
+def _floor_center_crop(image: Any, crop: Tuple[int, int]) -> Any:
+    """CenterCrop of a PIL image with floored offsets (crop_rounding "floor"), zero padding as torchvision pads."""
+    import torchvision.transforms.functional as TF
+
+    (crop_height, crop_width), (width, height) = crop, image.size
+    pad_width, pad_height = max(crop_width - width, 0), max(crop_height - height, 0)
+    if pad_width or pad_height:
+        image = TF.pad(image, [pad_width // 2, pad_height // 2, (pad_width + 1) // 2, (pad_height + 1) // 2], fill=0)
+        width, height = image.size
+    top, left = (height - crop_height) // 2, (width - crop_width) // 2
+    return image.crop((left, top, left + crop_width, top + crop_height))
 
 
 def _positive_int(value: Any) -> bool:

@@ -41,20 +41,35 @@ def run_validate(args: argparse.Namespace) -> int:
             f"{settings.class_names[0]!r}): name the class folders after them, or pick the --label-column"
         )
     user_flags = {k: getattr(args, k) for k in ("arch", "model_file", "model_kwargs", "weights", "allow_pickle")}
-    network = eager_network(settings, args.default_model, user_flags)
-    if network is None:
+    transforms = None
+    if args.hf is not None:
+        from .hf_reference import hf_reference
+
+        given = ["--default-model"] if args.default_model else []
+        given += ["--" + k.replace("_", "-") for k, v in user_flags.items() if v not in (None, False)]
+        given += ["--transforms (the folder's own image processor is the reference)"] if args.transforms else []
+        if given:
+            raise ValidationError(f"--hf names the eager model: drop {', '.join(given)}")
+        network, transforms = hf_reference(args.hf, settings)
+    else:
+        network = eager_network(settings, args.default_model, user_flags)
+    if args.hf is not None:
+        eager_source = (
+            f"the Hugging Face model of --hf {args.hf} with the folder's own image processor (AutoImageProcessor) "
+            f"on PIL images, then its {settings.head}"
+        )
+    elif network is None:
         eager_source = "the network inside the archive's .pt stands in for the eager model (none was given)"
     elif args.default_model:
         eager_source = "the eager EfficientNet-Lite0 of --default-model"
     else:
         eager_source = "the eager network of --arch/--model-file/--weights"
-    transforms = None
     if args.transforms is not None:
         from ..model.transform_check import load_transform
 
         transforms = load_transform(args.transforms)
         eager_source += f"; your --transforms {args.transforms} on PIL images, then the archive's {settings.head}"
-    else:
+    elif args.hf is None:
         eager_source += f"; the archive's recipe as torchvision transforms on PIL images, then its {settings.head}"
     models = InProcessModels(pt, settings, network, transforms)
     logger.info("%d photos to measure; starting TorchServe with a copy of %s", len(known), args.mar)

@@ -42,6 +42,13 @@ def add_validate_flags(parser: argparse.ArgumentParser) -> None:
         "the eager network for (a) (without these flags the network inside the archive's .pt stands in for it)"
     )
     eager.add_argument("--default-model", action="store_true", help="the embedded EfficientNet-Lite0 (default archive)")
+    eager.add_argument(
+        "--hf",
+        type=Path,
+        metavar="DIR",
+        help="a Hugging Face save_pretrained folder, as for build: its model with its own image processor "
+        "(AutoImageProcessor) on PIL images",
+    )
     eager.add_argument("--arch", metavar="NAME", help="a torchvision architecture, as for build")
     eager.add_argument("--model-file", metavar="FILE.py:NAME", help="your nn.Module, as for build")
     eager.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments for --model-file")

@@ -61,6 +61,7 @@ def pt_recipe(pt: torch.jit.ScriptModule) -> Recipe:
         rescale=float(pt.rescale),
         mean=tuple(pt.mean) if pt.mean is not None else None,
         std=tuple(pt.std) if pt.std is not None else None,
+        crop_rounding=str(pt.crop_rounding) if hasattr(pt, "crop_rounding") else "round",
     )
 
 

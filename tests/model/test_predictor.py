@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ RECIPE_ATTRIBUTES = (
     "interpolation",
     "antialias",
     "crop",
+    "crop_rounding",
     "grayscale",
     "grayscale_first",
     "channel_order",
@@ -51,6 +54,7 @@ def test_output_is_a_probability_distribution(tiny_predictor):
         Recipe(resize=(320,), max_size=400, interpolation="bicubic", crop=(300, 280), channel_order="BGR"),
         Recipe(resize=(96, 128), crop=None, grayscale=1, mean=(0.5,), std=(0.25,), antialias=False),
         Recipe(resize=(), crop=(64, 64), grayscale=3, grayscale_first=True, mean=None, std=None, rescale=1.0),
+        Recipe(resize=(251,), interpolation="bicubic", crop=(224, 224), crop_rounding="floor"),
     ],
 )
 def test_save_load_round_trip_keeps_outputs_and_every_recipe_value(tmp_path, recipe):
@@ -151,6 +155,8 @@ def photo_pixels(height: int = 180, width: int = 260) -> Image.Image:
         Recipe(resize=(100,), crop=(96, 96), channel_order="BGR", rescale=1.0, mean=(104.0, 117.0, 123.0), std=(1.0,)),
         Recipe(resize=(100,), crop=(120, 96), interpolation="nearest-exact", mean=None, std=None),
         Recipe(resize=(), crop=(200, 300)),
+        Recipe(resize=(101,), crop=(96, 96), crop_rounding="floor"),  # margins of 5 and more: round and floor differ
+        Recipe(resize=(), crop=(203, 290), crop_rounding="floor"),  # padded on one side, cropped on the other
     ],
 )
 def test_preprocess_matches_the_recipe_on_pil_images(recipe):
@@ -167,6 +173,22 @@ def test_preprocess_matches_the_recipe_on_pil_images(recipe):
 
 def TinyCNNFor(recipe: Recipe) -> nn.Module:
     return nn.Sequential(nn.Conv2d(recipe.channels, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+
+
+@pytest.mark.parametrize("size", [(300, 451), (231, 229), (224, 224), (200, 260), (225, 100)])
+def test_floored_crop_offsets_follow_hugging_face_processors(size):
+    """crop_rounding "floor": transformers' TorchvisionBackend.center_crop (int((H - h) / 2), its zero padding)."""
+    from transformers.image_processing_backends import TorchvisionBackend
+    from transformers.image_utils import SizeDict
+
+    image = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    recipe = Recipe(resize=(), crop=(224, 224), crop_rounding="floor", mean=None, std=None, rescale=1.0)
+    got = script_predictor(Predictor(TinyCNNFor(recipe), class_names(5), recipe)).preprocess(image)
+    expected = TorchvisionBackend().center_crop(image, SizeDict(height=224, width=224)).float()
+    assert torch.equal(got, expected)
+    rounded = Predictor(TinyCNNFor(recipe), class_names(5), replace(recipe, crop_rounding="round")).preprocess(image)
+    if any((s - 224) % 4 == 3 for s in size):  # an odd margin whose half rounds up: torchvision's crop moves
+        assert not torch.equal(rounded, expected)
 
 
 def test_grayscale_follows_pil_exactly_on_uint8():
