@@ -36,19 +36,30 @@ def write_model_config(
     destination.write_text(header + yaml.safe_dump(config, sort_keys=False))
 
 
+# Captum 0.9 needs Python >= 3.10; TorchServe's official images run the handler on Python 3.9, where the
+# last Captum that installs is 0.8.0 (its numpy<2 matches those images' numpy 1.24).
+CAPTUM_PYTHON39 = 'captum==0.8.0; python_version < "3.10"'
+
+
 def handler_requirements(runtime: str) -> List[str]:
     """What the handler imports beyond TorchServe, torch and Pillow, pinned to the versions installed here:
-    the runtime's package (a worker without it falls back to the .pt), and simplejpeg (JPEG decoding;
-    without it Pillow decodes the same pixels, slower). Packages not installed here are left out."""
+    the runtime's package (a worker without it falls back to the .pt), simplejpeg (JPEG decoding;
+    without it Pillow decodes the same pixels, slower) and captum (explanations; without it they are
+    answered 501, predictions unaffected), whose pin holds on Python >= 3.10 with CAPTUM_PYTHON39 below
+    it. Packages not installed here are left out."""
     from importlib.metadata import PackageNotFoundError, version
 
-    packages = ([runtime] if runtime != TORCHSCRIPT else []) + ["simplejpeg"]
+    packages = ([runtime] if runtime != TORCHSCRIPT else []) + ["simplejpeg", "captum"]
     pinned = []
     for package in packages:
         try:
-            pinned.append(f"{package}=={version(package)}")
+            installed = version(package)
         except PackageNotFoundError:
             continue
+        if package == "captum":
+            pinned += [f'captum=={installed}; python_version >= "3.10"', CAPTUM_PYTHON39]
+        else:
+            pinned.append(f"{package}=={installed}")
     return pinned
 
 
