@@ -78,7 +78,7 @@ class ClassifierHandler:
         self.decode_min_side = factor * int(self.model.resize_size) if factor else None
         self.kserve_envelope = kserve_protocol.bypass_envelopes()
         if self.settings.explanations:  # loads its own copy of the .pt on the first explanation
-            self.explainer = Explainer(model_path, self.device, self.settings.explanation_steps)
+            self.explainer = Explainer(model_path, self.device)
         self.initialized = True
         logger.info(
             "loaded %s: %d classes, top-%d, classify in %s%s, %d threads, device %s, warm-up %.2f s; %s",

@@ -38,11 +38,10 @@ class HandlerSettings:
     # Keep large freed buffers in the worker rather than returning them to the OS after each forward pass
     # (see malloc_tuning.py); MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ in the environment win.
     keep_freed_buffers: bool = True
-    # Explanations (/explanations/<model>, KServe v1 :explain): Integrated Gradients in a plain copy of the
-    # .pt that the worker loads on the first one (docs/explanations.md); false answers them 404 and never
-    # loads it. Their cost grows with the steps; the images per request bound one request's work.
+    # Explanations (/explanations/<model>, KServe v1 :explain): gradients through a plain copy of the .pt
+    # that the worker loads on the first one (docs/explanations.md); false answers them 404 and never
+    # loads it. One forward and backward pass per image; the images per request bound a request's work.
     explanations: bool = True
-    explanation_steps: int = 16
     max_images_per_explanation: int = 4
 
     def __post_init__(self) -> None:
@@ -55,7 +54,7 @@ class HandlerSettings:
                 raise ValueError(f"handler.{f.name} must be {kind}, got {value!r}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"handler.runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
-        for name in ("topk", "max_image_pixels", "max_images_per_request", "explanation_steps", "max_images_per_explanation"):
+        for name in ("topk", "max_image_pixels", "max_images_per_request", "max_images_per_explanation"):
             if getattr(self, name) < 1:
                 raise ValueError(f"handler.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("threads_per_worker", "jpeg_draft_factor", "classify_batch_size"):

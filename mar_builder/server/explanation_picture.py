@@ -31,7 +31,9 @@ def explanation_png(photo: bytes, answer: Dict[str, Any]) -> bytes:
     width, height = image.size
     rows, cols = grid.shape
     if abs(rows / cols - height / width) > 1.5 / min(rows, cols):
-        raise ServeError(f"the attribution grid ({rows}x{cols}) does not have the photo's aspect ratio ({height}x{width})")
+        raise ServeError(
+            f"the attribution grid ({rows}x{cols}) does not have the photo's aspect ratio ({height}x{width})"
+        )
     heat = _heat(grid, width, height)
     colors = _colormap()(heat)[..., :3] * 255
     opacity = (heat * MAX_OPACITY)[..., None]

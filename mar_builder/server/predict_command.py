@@ -26,9 +26,7 @@ def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         help="ask /explanations instead: which pixels made the answer; writes <name>.explain.png per image "
         "(the photo at its size, the heatmap over it, the label and probability on it)",
     )
-    predict.add_argument(
-        "--out", type=Path, metavar="DIR", help="where --explain writes its pictures (default: .)"
-    )
+    predict.add_argument("--out", type=Path, metavar="DIR", help="where --explain writes its pictures (default: .)")
     add_state_dir_flag(predict)
     predict.add_argument("--verbose", action="store_true", help="show tracebacks")
     predict.set_defaults(run=run_predict)

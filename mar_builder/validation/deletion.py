@@ -131,7 +131,9 @@ def summary(results: Sequence[DeletionResult]) -> Dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mar_builder.validation.deletion", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mar_builder.validation.deletion", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--mar", type=Path, required=True, help="the archive to serve (a copy of it is served)")
     parser.add_argument("photos", nargs="+", type=Path, help="photos, or folders searched for them (recursively)")
     parser.add_argument("--limit", type=int, default=0, help="at most this many photos (0: all)")

@@ -32,7 +32,7 @@ def make_handler(pt, **handler_settings):
 def explain(handler, context, requests, extra_headers=None):
     """The handler's answers to `requests` sent to /explanations (or, where `extra_headers` has {}, /predictions)."""
     data = context.deliver(requests)
-    for headers, extra in zip(context.request_headers, extra_headers or [EXPLAIN] * len(requests)):
+    for headers, extra in zip(context.request_headers, extra_headers or [EXPLAIN] * len(requests), strict=True):
         headers.update(extra)
     return handler.handle(data, context)
 
@@ -47,12 +47,15 @@ def test_the_answer_is_the_predicted_label_its_probability_and_a_grid_over_the_w
     grid = torch.tensor(answer["attributions"])
     assert grid.shape == grid_shape(height, width) and min(grid.shape) == 32
     assert grid.shape[1] / grid.shape[0] == pytest.approx(width / height, rel=0.05)
-    # Integrated Gradients' completeness: the cells add up to p(label | photo) - p(label | black photo).
+    # Saliency: |d p(label) / d pixel| through the .pt's own transforms and network, summed per cell.
     reference = torch.jit.load(str(tiny_pt))
     index = reference.class_names.index(answer["label"])
-    black = float(reference(torch.zeros(1, 3, height, width, dtype=torch.uint8))[0, index])
-    assert float(grid.sum()) == pytest.approx(answer["probability"] - black, abs=0.02)
-    assert float(grid.abs().sum()) > 0
+    photo = decode_image(CAT_JPEG).float().div(255).unsqueeze(0).requires_grad_(True)
+    probability = F.softmax(reference.model(reference.transforms(photo)), dim=1)[0, index]
+    (gradient,) = torch.autograd.grad(probability, photo)
+    expected = cell_sums(gradient[0].abs().sum(0), grid.shape)
+    torch.testing.assert_close(grid, expected, rtol=1e-3, atol=1e-7)
+    assert float(grid.min()) >= 0 and float(grid.sum()) > 0
 
 
 def test_pixels_outside_the_predictors_centre_crop_get_no_attribution(tiny_pt):
@@ -93,7 +96,11 @@ def test_a_target_label_is_explained_instead_from_the_query_a_form_field_or_json
 
 @pytest.mark.parametrize(
     "target, message",
-    [("zebra", r'"target" \'zebra\' is not one of the model\'s 5 labels'), (7, "index 7 is out of range"), (1.5, "got float")],
+    [
+        ("zebra", r'"target" \'zebra\' is not one of the model\'s 5 labels'),
+        (7, "index 7 is out of range"),
+        (1.5, "got float"),
+    ],
 )
 def test_an_unknown_target_is_refused_with_400(tiny_pt, target, message):
     handler, context = make_handler(tiny_pt)
@@ -211,3 +218,19 @@ def test_base64_json_and_raw_bodies_get_the_same_explanation(tiny_pt):
     as_json = json_request({"data": base64.b64encode(CAT_JPEG).decode()})
     first, second = explain(handler, context, [raw(CAT_JPEG), as_json])
     assert first == second
+
+
+def test_the_tutorials_pt_gets_404_saying_rebuild_and_its_rebuilt_predictor_is_explained(tmp_path, capsys):
+    from tutorial_predictor import save_tutorial_pt
+    from user_model_files import run
+
+    tutorial = save_tutorial_pt(tmp_path / "standalone_model.pt")  # forward under torch.no_grad()
+    for name, flags in (("wrapped.pt", []), ("rebuilt.pt", ["--rebuild"])):
+        assert run(["export", "--output", tmp_path / name, "--pt", tutorial, *flags], capsys)[0] == 0
+    handler, context = make_handler(tmp_path / "wrapped.pt")
+    (refused,) = explain(handler, context, [raw(CAT_JPEG)])
+    assert context.status(0) == 404 and "build --pt FILE --rebuild" in refused["message"]
+    handler, context = make_handler(tmp_path / "rebuilt.pt")
+    (prediction,) = handler.handle(context.deliver([raw(CAT_JPEG)]), context)
+    (answer,) = explain(handler, context, [raw(CAT_JPEG)])
+    assert context.statuses == {} and answer["label"] == next(iter(prediction))

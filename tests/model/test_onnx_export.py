@@ -129,6 +129,10 @@ def test_the_archive_records_its_runtime_and_carries_what_it_needs(tiny_pt, tmp_
     captum = [f'captum=={version("captum")}; python_version >= "3.10"', 'captum==0.8.0; python_version < "3.10"']
     if runtime == "onnxruntime":
         assert "classify.onnx" in names
-        assert requirements == [f"onnxruntime=={onnxruntime.__version__}", f"simplejpeg=={simplejpeg.__version__}", *captum]
+        assert requirements == [
+            f"onnxruntime=={onnxruntime.__version__}",
+            f"simplejpeg=={simplejpeg.__version__}",
+            *captum,
+        ]
     else:
         assert "classify.onnx" not in names and requirements == [f"simplejpeg=={simplejpeg.__version__}", *captum]
