@@ -180,7 +180,7 @@ class ClassifierHandler:
                 target = None
                 if explain:
                     self._check_explanation_count(len(request_found.images))
-                    target = requested_target(request, body, self.class_names)
+                    target = requested_target(request, body, headers, self.class_names)
             except RequestError as error:
                 metrics.rejected(type(error).__name__, idx)
                 found.append(error)

@@ -30,8 +30,11 @@ logger = logging.getLogger(__name__)
 GRID_SHORT_SIDE = 32
 # Attributions are rounded to this many significant digits in the JSON answer (float32 carries ~7).
 SIGNIFICANT_DIGITS = 4
-# Where a request names the class to explain: a query or form field, or a JSON body's top-level key.
+# Where a request names the class to explain: a form field or a JSON body's top-level key (as TorchServe's
+# stock handler reads it), or this header for a raw upload. TorchServe does not hand /predictions' and
+# /explanations' query strings to the handler.
 TARGET_FIELD = "target"
+TARGET_HEADER = "x-explain-target"
 CAPTUM_HINT = "pip install captum (the archive's requirements.txt pins it; TorchServe installs it per model)"
 
 
@@ -151,16 +154,20 @@ def rounded_grid(grid: torch.Tensor) -> List[List[float]]:
     return [[float(f"{v:.{SIGNIFICANT_DIGITS}g}") for v in row] for row in grid.tolist()]
 
 
-def requested_target(request: Mapping[str, Any], body: Any, class_names: Sequence[str]) -> int | None:
+def requested_target(
+    request: Mapping[str, Any], body: Any, headers: Mapping[str, Any], class_names: Sequence[str]
+) -> int | None:
     """The class index a request asks to explain, None when it names none (explain the predicted class).
 
-    The `target` comes from the query string or a form field (`?target=tabby`, `-F target=tabby`), or a JSON
-    body's top-level "target": a label string, or (JSON only) an integer class index as TorchServe's stock
-    handler takes. Raises InvalidRequest for a label the model does not have or an index out of range.
+    The target comes from a form field (`-F target=tabby`), a JSON body's top-level "target", or the
+    header `X-Explain-Target: tabby`: a label string, or (JSON only) an integer class index as TorchServe's
+    stock handler takes. Raises InvalidRequest for a label the model does not have or an index out of range.
     """
     value = request.get(TARGET_FIELD)
     if value is None and isinstance(body, dict):
         value = body.get(TARGET_FIELD)
+    if value is None:
+        value = next((v for k, v in headers.items() if str(k).lower() == TARGET_HEADER), None)
     if value is None:
         return None
     if isinstance(value, (bytes, bytearray)):

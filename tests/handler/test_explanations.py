@@ -76,15 +76,15 @@ def test_cell_sums_keep_the_total_and_the_grid_follows_the_aspect_ratio():
     assert grid_shape(300, 451) == (32, 48) and grid_shape(451, 300) == (48, 32) and grid_shape(10, 20) == (10, 20)
 
 
-def test_a_target_label_is_explained_instead_from_the_query_a_form_field_or_json(tiny_pt):
+def test_a_target_label_is_explained_instead_from_a_header_a_form_field_or_json(tiny_pt):
     handler, context = make_handler(tiny_pt)
     (prediction,) = handler.handle(context.deliver([raw(CAT_JPEG)]), context)
     other = next(name for name in class_names(5) if name != next(iter(prediction)))
-    query = raw(CAT_JPEG)
-    query = type(query)(query.body, query.content_type, query.parameters + (("target", other.encode(), ""),))
     form = multipart_request([("data", "cat.jpg", CAT_JPEG), ("target", None, other.encode())])
     by_index = json_request({"data": b64(CAT_JPEG), "target": class_names(5).index(other)})
-    answers = explain(handler, context, [query, form, json_request({"data": b64(CAT_JPEG), "target": other}), by_index])
+    requests = [raw(CAT_JPEG), form, json_request({"data": b64(CAT_JPEG), "target": other}), by_index]
+    header = {**EXPLAIN, "X-Explain-Target": other}
+    answers = explain(handler, context, requests, [header, EXPLAIN, EXPLAIN, EXPLAIN])
     assert context.statuses == {}
     for answer in answers:
         assert answer["label"] == other

@@ -2,7 +2,6 @@
 
 import io
 import json
-import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,10 @@ PHOTOS = ["chelsea.png", "coffee.png", "rocket.jpg"]
 IMAGENET_SAMPLE = Path("/work/shared/imagenet-sample")
 
 
-def explain(server, body, content_type="application/octet-stream", query=""):
-    url = f"{server.client.inference_url}/explanations/classifier{query}"
-    return server.client.request("POST", url, body, {"Content-Type": content_type}, api="inference", timeout=120)
+def explain(server, body, content_type="application/octet-stream", target=None):
+    url = f"{server.client.inference_url}/explanations/classifier"
+    headers = {"Content-Type": content_type, **({"X-Explain-Target": target} if target else {})}
+    return server.client.request("POST", url, body, headers, api="inference", timeout=120)
 
 
 def predicted_label(server, photo_bytes):
@@ -42,7 +42,7 @@ def test_explanations_answer_the_predicted_label_over_the_whole_photo(server, ph
     assert grid_fits(answer, *Image.open(SAMPLES / photo).size)
 
 
-def test_multipart_base64_json_and_a_target_in_the_query(server):
+def test_multipart_base64_json_and_a_target_in_a_header_a_form_field_or_json(server):
     cat, rocket = (SAMPLES / "chelsea.png").read_bytes(), (SAMPLES / "rocket.jpg").read_bytes()
     form = multipart_request([("a", "chelsea.png", cat), ("b", "rocket.jpg", rocket)])
     listed = explain(server, form.body, form.content_type)
@@ -50,10 +50,13 @@ def test_multipart_base64_json_and_a_target_in_the_query(server):
     assert [a["label"] for a in listed.json()] == [predicted_label(server, cat), predicted_label(server, rocket)]
     as_json = explain(server, json.dumps({"data": b64(cat)}).encode(), "application/json")
     assert as_json.status == 200 and as_json.json() == explain(server, cat).json()
-    query = "?" + urllib.parse.urlencode({"target": "tiger cat"})
-    targeted = explain(server, cat, query=query).json()
+    targeted = explain(server, cat, target="tiger cat").json()
     assert targeted["label"] == "tiger cat" and targeted["attributions"] != as_json.json()["attributions"]
-    unknown = explain(server, cat, query="?target=zebra%20crossing")
+    form = multipart_request([("data", "chelsea.png", cat), ("target", None, b"tiger cat")])
+    assert explain(server, form.body, form.content_type).json() == targeted
+    in_json = explain(server, json.dumps({"data": b64(cat), "target": "tiger cat"}).encode(), "application/json")
+    assert in_json.json() == targeted
+    unknown = explain(server, cat, target="zebra crossing")
     assert unknown.status == 400 and "is not one of the model's 1000 labels" in unknown.json()["message"]
 
 
