@@ -61,10 +61,11 @@ def _grid(answer: Any) -> np.ndarray:
 
 
 def _heat(grid: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Positive attribution per cell, scaled to [0, 1], resized smoothly to the photo's size (H, W)."""
+    """Positive attribution per cell, scaled to [0, 1] and square-rooted (so that cells of a tenth of the top
+    one's attribution still show at a third of its colour), resized smoothly to the photo's size (H, W)."""
     positive = np.clip(grid, 0, None)
     top = float(np.quantile(positive[positive > 0], SATURATION_QUANTILE)) if (positive > 0).any() else 1.0
-    scaled = np.clip(positive / top, 0, 1).astype(np.float32)
+    scaled = np.sqrt(np.clip(positive / top, 0, 1)).astype(np.float32)
     resized = Image.fromarray(scaled, mode="F").resize((width, height), Image.Resampling.BILINEAR)
     return np.clip(np.asarray(resized), 0, 1)
 
