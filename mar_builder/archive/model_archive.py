@@ -36,9 +36,10 @@ def write_model_config(
     destination.write_text(header + yaml.safe_dump(config, sort_keys=False))
 
 
-# Captum 0.9 needs Python >= 3.10; TorchServe's official images run the handler on Python 3.9, where the
-# last Captum that installs is 0.8.0 (its numpy<2 matches those images' numpy 1.24).
-CAPTUM_PYTHON39 = 'captum==0.8.0; python_version < "3.10"'
+# Captum 0.9 needs Python >= 3.10. TorchServe's official images run the handler on Python 3.9 and carry
+# captum 0.6.0 (pytorch/serve v0.12.0 requirements/common.txt), whose InputXGradient is the same: accepted
+# as it is, so a worker there installs nothing; another Python 3.9 gets the newest that installs (0.8.0).
+CAPTUM_PYTHON39 = 'captum>=0.6.0; python_version < "3.10"'
 
 
 def handler_requirements(runtime: str) -> List[str]:
