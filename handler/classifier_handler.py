@@ -11,20 +11,13 @@ from typing import Any, Dict, List, Sequence, Tuple
 import kserve_protocol
 import torch
 from classify_runtime import ONNX_FILE, ONNXRUNTIME, TORCHSCRIPT, Classify, load_classify
-from explanations import Explainer, explanation, requested_target
+from explanations import Explainer, check_explainable, check_explanation_count, explanation, requested_target
 from handler_metrics import HandlerMetrics
 from handler_settings import HandlerSettings
 from image_decoding import decode_image
 from malloc_tuning import keep_freed_buffers
 from repeated_parts import keep_repeated_parts
-from request_errors import (
-    ExplanationFailed,
-    ExplanationsUnavailable,
-    InvalidRequest,
-    RequestError,
-    TooManyImages,
-    status_phrase,
-)
+from request_errors import ExplanationFailed, RequestError, status_phrase
 from request_payload import RequestImages, request_images
 
 logger = logging.getLogger(__name__)
@@ -172,14 +165,14 @@ class ClassifierHandler:
             limit = None if explain else self.settings.max_images_per_request  # explanations: checked below
             try:
                 if explain:
-                    self._check_explainable(protocol)
+                    check_explainable(self.explainer, protocol)
                 if protocol is None:
                     request_found = request_images(request, headers, limit)
                 else:
                     request_found = kserve_protocol.request_images(protocol, body, limit)
                 target = None
                 if explain:
-                    self._check_explanation_count(len(request_found.images))
+                    check_explanation_count(len(request_found.images), self.settings.max_images_per_explanation)
                     target = requested_target(request, body, headers, self.class_names)
             except RequestError as error:
                 metrics.rejected(type(error).__name__, idx)
@@ -255,26 +248,6 @@ class ClassifierHandler:
             for row, position in enumerate(positions):
                 answers[position] = {self.class_names[i]: p for p, i in zip(top_p[row].tolist(), top_i[row].tolist())}
         return answers
-
-    def _check_explainable(self, protocol: str | None) -> None:
-        """Refuse an explanation request that this worker cannot answer, before anything is decoded."""
-        if self.explainer is None:
-            raise ExplanationsUnavailable(
-                "explanations are turned off for this model (handler.explanations: false in its model-config.yaml)"
-            )
-        if protocol == "v2":
-            raise InvalidRequest(
-                "the Open Inference Protocol (v2) defines no explain; ask /explanations/<model> or KServe v1 "
-                "/v1/models/<model>:explain"
-            )
-
-    def _check_explanation_count(self, count: int) -> None:
-        limit = self.settings.max_images_per_explanation
-        if count > limit:
-            raise TooManyImages(
-                f"the request holds {count} images to explain; the limit is {limit} "
-                "(handler.max_images_per_explanation): send them in several requests"
-            )
 
     def explain_images(
         self, images: Sequence[Tuple[bytes | RequestError, int, int | None]], metrics: HandlerMetrics

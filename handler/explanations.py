@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from request_errors import ExplainerNotInstalled, ExplanationsUnavailable, InvalidRequest
+from request_errors import ExplainerNotInstalled, ExplanationsUnavailable, InvalidRequest, TooManyImages
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,29 @@ def _probabilities(model: torch.jit.ScriptModule) -> Callable[[torch.Tensor], to
         return output
 
     return probabilities
+
+
+def check_explainable(explainer: Explainer | None, protocol: str | None) -> None:
+    """Refuse an explanation request that this worker cannot answer, before anything is decoded: explanations
+    turned off (`explainer` None; ExplanationsUnavailable) or a v2 request (InvalidRequest)."""
+    if explainer is None:
+        raise ExplanationsUnavailable(
+            "explanations are turned off for this model (handler.explanations: false in its model-config.yaml)"
+        )
+    if protocol == "v2":
+        raise InvalidRequest(
+            "the Open Inference Protocol (v2) defines no explain; ask /explanations/<model> or KServe v1 "
+            "/v1/models/<model>:explain"
+        )
+
+
+def check_explanation_count(count: int, limit: int) -> None:
+    """TooManyImages when an explanation request holds more than `limit` images."""
+    if count > limit:
+        raise TooManyImages(
+            f"the request holds {count} images to explain; the limit is {limit} "
+            "(handler.max_images_per_explanation): send them in several requests"
+        )
 
 
 def grid_shape(height: int, width: int) -> tuple[int, int]:
