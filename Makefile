@@ -76,7 +76,7 @@ validate: venv java $(if $(filter-out classifier,$(GIVEN_NAME)),,build)
 	@test -n "$(DATA)" || { echo "usage: make validate DATA=DIR [NAME=classifier] [VALIDATE_ARGS=...]" >&2; exit 2; }
 	$(PY) -m mar_builder validate --data "$(DATA)" --mar model_store/$(or $(GIVEN_NAME),classifier).mar $(VALIDATE_ARGS)
 
-# The stock image_classifier handler that the benchmark compares against needs captum.
+# What the benchmark alone needs (requirements-bench.txt; captum, which the stock handler imports, is in requirements.txt).
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-bench.txt
 	touch $@

@@ -286,17 +286,18 @@ def report(
     lines += [
         f"(a) in-process limits, photos/s: one thread's rate x {cores} cores, each runtime in a process of its own, "
         "measured before the first runtime's rows and after each runtime's rows; the stages are ms per photo on "
-        "one thread (classify includes the top-k).",
+        "one thread (classify includes the top-k); explain is one photo's explanation on top of its prediction "
+        "(/explanations: gradients through a plain copy of the .pt).",
         "",
-        "| runtime | (a) photos/s, mean | measured | decode ms | preprocess ms | classify ms |",
-        "|---|---|---|---|---|---|",
+        "| runtime | (a) photos/s, mean | measured | decode ms | preprocess ms | classify ms | explain ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key, measured in limits.items():
         stages = {stage: statistics.mean(m.stages[stage] for m in measured) for stage in STAGES}
         lines.append(
             f"| {key} | {mean_rate(measured):.1f} | {', '.join(f'{m.photos_per_second:.1f}' for m in measured)} | "
             + " | ".join(f"{stages[stage]:.1f}" for stage in STAGES)
-            + " |"
+            + f" | {statistics.mean(m.explain_ms for m in measured):.0f} |"
         )
     lines += [
         "",

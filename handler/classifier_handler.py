@@ -6,17 +6,18 @@ import logging
 import os
 import time
 import warnings
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import kserve_protocol
 import torch
 from classify_runtime import ONNX_FILE, ONNXRUNTIME, TORCHSCRIPT, Classify, load_classify
+from explanations import Explainer, check_explainable, check_explanation_count, explanation, requested_target
 from handler_metrics import HandlerMetrics
 from handler_settings import INT8, HandlerSettings
 from image_decoding import decode_image
 from malloc_tuning import keep_freed_buffers
 from repeated_parts import keep_repeated_parts
-from request_errors import RequestError, status_phrase
+from request_errors import ExplanationFailed, RequestError, status_phrase
 from request_payload import RequestImages, request_images
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ PARTLY_REFUSED = 207
 # on its second call, oneDNN fusion on the third: 0.3-0.6 s in all).
 WARM_UP_IMAGE_SIZE = (3, 320, 320)
 WARM_UP_CALLS = 3
+# The header TorchServe's frontend adds to /explanations/<model> and KServe's :explain requests.
+EXPLAIN_HEADER = "explain"
+TopK = Dict[str, float]
 
 
 class ClassifierHandler:
@@ -44,6 +48,7 @@ class ClassifierHandler:
         self.topk = 1
         self.decode_min_side: int | None = None
         self.kserve_envelope: str | None = None  # "v1"/"v2" when TorchServe runs behind KServe's envelope
+        self.explainer: Explainer | None = None  # None when handler.explanations is off
         self.initialized = False
 
     def initialize(self, context: Any) -> None:
@@ -65,6 +70,8 @@ class ClassifierHandler:
         factor = self.settings.jpeg_draft_factor
         self.decode_min_side = factor * int(self.model.resize_size) if factor else None
         self.kserve_envelope = kserve_protocol.bypass_envelopes()
+        if self.settings.explanations:  # loads its own copy of the .pt on the first explanation
+            self.explainer = Explainer(model_path, self.device)
         self.initialized = True
         logger.info(
             "loaded %s: %d classes, top-%d, classify in %s%s%s, %d threads, device %s, warm-up %.2f s; %s",
@@ -156,40 +163,64 @@ class ClassifierHandler:
         found: List[RequestImages | RequestError] = []
         protocols: List[str | None] = []  # "v1"/"v2" for a KServe request (see kserve_protocol), else None
         bodies: List[Any] = []
+        explains: List[bool] = []  # /explanations and :explain requests, answered by explain_images
         images: List[bytes | RequestError] = []
         owners: List[int] = []
+        explained: List[Tuple[bytes | RequestError, int, int | None]] = []  # (image, request, target)
         for idx, request in enumerate(data):
+            headers = context.get_all_request_header(idx)
+            explain = str(headers.get(EXPLAIN_HEADER, "")) == "True"
             body = kserve_protocol.request_body(request)
             protocol = kserve_protocol.protocol_of(body, self.kserve_envelope)
             protocols.append(protocol)
             bodies.append(body)
-            limit = self.settings.max_images_per_request
+            explains.append(explain)
+            limit = None if explain else self.settings.max_images_per_request  # explanations: checked below
             try:
+                if explain:
+                    check_explainable(self.explainer, protocol)
                 if protocol is None:
-                    request_found = request_images(request, context.get_all_request_header(idx), limit)
+                    request_found = request_images(request, headers, limit)
                 else:
                     request_found = kserve_protocol.request_images(protocol, body, limit)
+                target = None
+                if explain:
+                    check_explanation_count(len(request_found.images), self.settings.max_images_per_explanation)
+                    target = requested_target(request, body, headers, self.class_names)
             except RequestError as error:
                 metrics.rejected(type(error).__name__, idx)
                 found.append(error)
                 continue
             found.append(request_found)
-            images.extend(request_found.images)
-            owners.extend([idx] * len(request_found.images))
+            if explain:
+                explained.extend((image, idx, target) for image in request_found.images)
+            else:
+                images.extend(request_found.images)
+                owners.extend([idx] * len(request_found.images))
         answers = self.classify_images(images, owners, metrics)
-        remaining = iter(answers)
+        explanations = self.explain_images(explained, metrics)
+        remaining, remaining_explained = iter(answers), iter(explanations)
         responses: List[Any] = []
         for idx, (request_found, protocol) in enumerate(zip(found, protocols)):
             if isinstance(request_found, RequestError):
                 refuse = self._refuse if protocol is None else kserve_protocol.refuse
                 responses.append(refuse(context, idx, request_found))
                 continue
+            if explains[idx]:
+                pairs = [next(remaining_explained) for _ in request_found.images]
+                if protocol is None:
+                    own = [p if isinstance(p, RequestError) else p[1] for p in pairs]
+                    responses.append(self._respond(context, idx, own, request_found.listed))
+                else:
+                    responses.append(kserve_protocol.respond_explanations(pairs, context, idx))
+                continue
             own = [next(remaining) for _ in request_found.images]
             if protocol is None:
                 responses.append(self._respond(context, idx, own, request_found.listed))
             else:
                 responses.append(kserve_protocol.respond(protocol, own, bodies[idx], context, idx, self.topk))
-        refused = sum(isinstance(a, RequestError) for a in answers) + sum(isinstance(f, RequestError) for f in found)
+        results = list(answers) + list(explanations) + list(found)
+        refused = sum(isinstance(a, RequestError) for a in results)
         if refused:
             logger.info("batch of %d requests, %d images: %d refused", len(data), len(images), refused)
         return responses
@@ -231,7 +262,49 @@ class ClassifierHandler:
                 answers[position] = {self.class_names[i]: p for p, i in zip(top_p[row].tolist(), top_i[row].tolist())}
         return answers
 
-    def _respond(self, context: Any, idx: int, answers: List[Dict[str, float] | RequestError], listed: bool) -> Any:
+    def explain_images(
+        self, images: Sequence[Tuple[bytes | RequestError, int, int | None]], metrics: HandlerMetrics
+    ) -> List[Tuple[TopK, Dict[str, Any]] | RequestError]:
+        """Decode, classify and explain images one at a time: the work of an explanation request.
+
+        `images[i]` is (an encoded image or the error already found for it, the index of its request in
+        the batch, the class index the request asks to explain or None for the predicted one). Returns,
+        per image, (its top-k, its explanation {"label", "probability", "attributions"}) or the
+        RequestError that refused it. The label and probability are the prediction's, from the same
+        runtime as predictions; an image that fails while being explained fails alone (ExplanationFailed).
+        """
+        answers: List[Tuple[TopK, Dict[str, Any]] | RequestError] = []
+        if not images:
+            return answers
+        assert self.model is not None and self.classify is not None and self.explainer is not None
+        for image, idx, target in images:
+            try:
+                if isinstance(image, RequestError):
+                    raise image
+                with metrics.decoding(idx):
+                    decoded = decode_image(image, self.settings.max_image_pixels, self.decode_min_side)
+                probabilities = self.classify(self.model.preprocess(decoded.to(self.device)).unsqueeze(0))[0]
+                index = int(probabilities.argmax()) if target is None else target
+                grid = self._attribution_grid(decoded, index)
+                top_p, top_i = probabilities.topk(self.topk)
+                topk = {self.class_names[i]: p for p, i in zip(top_p.tolist(), top_i.tolist())}
+                answers.append((topk, explanation(self.class_names[index], float(probabilities[index]), grid)))
+            except RequestError as error:
+                metrics.rejected(type(error).__name__, idx)
+                answers.append(error)
+        return answers
+
+    def _attribution_grid(self, image: torch.Tensor, index: int) -> torch.Tensor:
+        assert self.explainer is not None
+        try:
+            return self.explainer.attribution_grid(image, index)
+        except RequestError:
+            raise
+        except Exception as e:  # a network that fails under autograd must not fail the batch's other requests
+            logger.exception("explanation failed")
+            raise ExplanationFailed(f"the explanation failed: {type(e).__name__}: {str(e)[:200]}") from e
+
+    def _respond(self, context: Any, idx: int, answers: List[Dict[str, Any] | RequestError], listed: bool) -> Any:
         if not listed:
             (answer,) = answers
             if isinstance(answer, RequestError):

@@ -49,6 +49,11 @@ class HandlerSettings:
     # Keep large freed buffers in the worker rather than returning them to the OS after each forward pass
     # (see malloc_tuning.py); MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ in the environment win.
     keep_freed_buffers: bool = True
+    # Explanations (/explanations/<model>, KServe v1 :explain): gradients through a plain copy of the .pt
+    # that the worker loads on the first one (docs/explanations.md); false answers them 404 and never
+    # loads it. One forward and backward pass per image; the images per request bound a request's work.
+    explanations: bool = True
+    max_images_per_explanation: int = 4
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -66,7 +71,7 @@ class HandlerSettings:
             raise ValueError(f"handler.precision int8 is classify.onnx's: it needs handler.runtime {ONNXRUNTIME}")
         if not 0.0 <= self.held_out_agreement_top1 <= 1.0:
             raise ValueError(f"handler.held_out_agreement_top1 is a fraction, got {self.held_out_agreement_top1}")
-        for name in ("topk", "max_image_pixels", "max_images_per_request"):
+        for name in ("topk", "max_image_pixels", "max_images_per_request", "max_images_per_explanation"):
             if getattr(self, name) < 1:
                 raise ValueError(f"handler.{name} must be >= 1, got {getattr(self, name)}")
         for name in (

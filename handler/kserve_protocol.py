@@ -11,6 +11,10 @@ v2 (TS_SERVICE_ENVELOPE=kservev2, or any TorchServe's /v2/models/<name>/infer):
           {"name": "errors", "datatype": "BYTES", "shape": [N], "data": ["" | message, ...]}]}
     Rows are in request order, each most likely first; a bad image's row has "" labels and 0.0
     probabilities and its message in `errors`.
+v1 :explain (/v1/models/<name>:explain, the same request):
+    -> {"predictions": [<top-k>, ...], "explanations": [{"label", "probability", "attributions"}, ...]}
+    as KServe's v1 protocol answers explain; a bad image has its error object in both slots. v2 defines
+    no explain: the handler refuses it.
 A request that is not a protocol request at all, or whose every image is bad, gets an HTTP error
 with {"error": message}.
 
@@ -113,6 +117,15 @@ def respond(protocol: str, answers: List[Any], body: Dict[str, Any], context: An
     if protocol == "v1":
         return {"predictions": [a.to_json() if isinstance(a, RequestError) else a for a in answers]}
     return v2_response(answers, body, context, idx, k)
+
+
+def respond_explanations(answers: List[Any], context: Any, idx: int) -> Any:
+    """The v1 :explain response to request `idx`: each answer is (top-k, explanation) or a RequestError."""
+    context.set_response_content_type(idx, "application/json")
+    if all(isinstance(a, RequestError) for a in answers):
+        return refuse(context, idx, answers[0], prefix=f"all {len(answers)} image(s) refused; first: ")
+    slots = [(a.to_json(), a.to_json()) if isinstance(a, RequestError) else a for a in answers]
+    return {"predictions": [p for p, _ in slots], "explanations": [e for _, e in slots]}
 
 
 def v2_response(answers: List[Any], body: Dict[str, Any], context: Any, idx: int, k: int) -> Dict[str, Any]:

@@ -41,3 +41,22 @@ class TooManyImages(RequestError):
     """The request holds more images than `handler.max_images_per_request`."""
 
     status = 413
+
+
+class ExplanationsUnavailable(RequestError):
+    """This model gives no explanations: turned off (`handler.explanations: false`), or it computes
+    without gradients; the message says which and what to do."""
+
+    status = 404
+
+
+class ExplainerNotInstalled(RequestError):
+    """The worker's Python lacks the explanation library (Captum); predictions are unaffected."""
+
+    status = 501
+
+
+class ExplanationFailed(RequestError):
+    """The explanation of one image failed inside the worker (logged with its traceback); it fails alone."""
+
+    status = 500

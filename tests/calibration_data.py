@@ -9,6 +9,7 @@ from torch import nn
 
 from mar_builder.model.export import export_predictor
 from mar_builder.model.predictor import Predictor
+from mar_builder.model.recipe import Recipe
 
 CLASSES = ["class_0", "class_1", "class_2", "class_3", "class_4"]
 # Small sizes keep NNCF's rounds quick; the network's preprocessing is the Predictor's as always.
@@ -60,7 +61,7 @@ def small_network(seed: int = 0) -> nn.Module:
 
 def small_pt(path: Path, seed: int = 0) -> Path:
     """A verified Predictor .pt of small_network(seed) at RESIZE/CROP."""
-    export_predictor(Predictor(small_network(seed), CLASSES, resize_size=RESIZE, crop_size=CROP), path)
+    export_predictor(Predictor(small_network(seed), CLASSES, Recipe(resize=(RESIZE,), crop=(CROP, CROP))), path)
     return path
 
 

@@ -57,19 +57,31 @@ def int8_settings(int8: "Int8Result | None") -> Dict[str, Any]:
     }
 
 
+# Captum 0.9 needs Python >= 3.10. TorchServe's official images run the handler on Python 3.9 and carry
+# captum 0.6.0 (pytorch/serve v0.12.0 requirements/common.txt), whose InputXGradient is the same: accepted
+# as it is, so a worker there installs nothing; another Python 3.9 gets the newest that installs (0.8.0).
+CAPTUM_PYTHON39 = 'captum>=0.6.0; python_version < "3.10"'
+
+
 def handler_requirements(runtime: str) -> List[str]:
     """What the handler imports beyond TorchServe, torch and Pillow, pinned to the versions installed here:
-    the runtime's package (a worker without it falls back to the .pt), and simplejpeg (JPEG decoding;
-    without it Pillow decodes the same pixels, slower). Packages not installed here are left out."""
+    the runtime's package (a worker without it falls back to the .pt), simplejpeg (JPEG decoding;
+    without it Pillow decodes the same pixels, slower) and captum (explanations; without it they are
+    answered 501, predictions unaffected), whose pin holds on Python >= 3.10 with CAPTUM_PYTHON39 below
+    it. Packages not installed here are left out."""
     from importlib.metadata import PackageNotFoundError, version
 
-    packages = ([runtime] if runtime != TORCHSCRIPT else []) + ["simplejpeg"]
+    packages = ([runtime] if runtime != TORCHSCRIPT else []) + ["simplejpeg", "captum"]
     pinned = []
     for package in packages:
         try:
-            pinned.append(f"{package}=={version(package)}")
+            installed = version(package)
         except PackageNotFoundError:
             continue
+        if package == "captum":
+            pinned += [f'captum=={installed}; python_version >= "3.10"', CAPTUM_PYTHON39]
+        else:
+            pinned.append(f"{package}=={installed}")
     return pinned
 
 

@@ -90,6 +90,23 @@ class TorchServeClient:
             timeout=timeout,
         )
 
+    def explain(
+        self,
+        model: str,
+        body: bytes,
+        content_type: str = "application/octet-stream",
+        timeout: float = 120.0,
+    ) -> Response:
+        """POST /explanations/<model>: the handler's {"label", "probability", "attributions"} per image."""
+        return self.request(
+            "POST",
+            f"{self.inference_url}/explanations/{model}",
+            body,
+            {"Content-Type": content_type},
+            api="inference",
+            timeout=timeout,
+        )
+
     def ping(self) -> Response:
         # TorchServe 0.12 guards /ping with the inference key too.
         return self.request("GET", f"{self.inference_url}/ping", api="inference", timeout=5)

@@ -197,3 +197,19 @@ def test_a_plain_torchserves_v1_route_reaches_the_handler(pod):
     response = post(pod, "/v1/models/classifier:predict", {"data": b64("coffee.png")})
     assert response.status == 200, response.body
     assert next(iter(response.json())) in EXPECTED_TOP1["coffee.png"]
+
+
+def test_explain_answers_the_predicted_label_on_v1_and_is_refused_on_v2(pod):
+    images = [b64("chelsea.png"), NOT_AN_IMAGE]
+    if pod.protocol == "v1":
+        response = post(pod, "/v1/models/classifier:explain", {"instances": [{"data": i} for i in images]})
+        assert response.status == 200, response.body
+        body = response.json()
+        assert set(body) == {"predictions", "explanations"}  # KServe's v1 explain response
+        explanation = body["explanations"][0]
+        assert explanation["label"] == next(iter(body["predictions"][0])) and explanation["label"] in CATS
+        assert len(explanation["attributions"]) == 32 and len(explanation["attributions"][0]) == 48
+        assert body["explanations"][1]["type"] == "InvalidImage"
+    else:
+        response = post(pod, "/v2/models/classifier/explain", v2_request(images))
+        assert response.status == 400 and "defines no explain" in response.json()["error"]

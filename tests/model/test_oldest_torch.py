@@ -19,6 +19,7 @@ from mar_builder.constants import REPO_ROOT
 from mar_builder.model.export import export_predictor, random_images
 from mar_builder.model.oldest_torch import OLDEST_TORCH, OPERATORS_FILE, missing_in_oldest_torch, operators_of
 from mar_builder.model.predictor import Predictor
+from mar_builder.model.recipe import Recipe
 
 LANCZOS = "aten::_upsample_lanczos2d_aa.vec"
 # In the image stack's Python: each .pt loaded and frozen as the handler does, its answers on the images.
@@ -93,7 +94,7 @@ def written_pts(tmp_path, tiny_predictor):
     paths["scripted"] = tmp_path / "scripted.pt"
     export_predictor(tiny_predictor(), paths["scripted"])
     paths["traced"] = tmp_path / "traced.pt"
-    export_predictor(tiny_predictor(resize_size=72, crop_size=64), paths["traced"], trace=True)
+    export_predictor(tiny_predictor(recipe=Recipe(resize=(72,), crop=(64, 64))), paths["traced"], trace=True)
     tutorial = save_tutorial_pt(tmp_path / "tutorial.pt")
     for kind, flags in (("wrapped", []), ("rebuilt", ["--rebuild"])):
         paths[kind] = tmp_path / f"{kind}.pt"

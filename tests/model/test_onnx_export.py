@@ -2,6 +2,7 @@
 
 import logging
 import zipfile
+from importlib.metadata import version
 
 import classify_runtime
 import numpy as np
@@ -125,8 +126,13 @@ def test_the_archive_records_its_runtime_and_carries_what_it_needs(tiny_pt, tmp_
         requirements = archive.read("requirements.txt").decode().splitlines()
         manifest = yaml.safe_load(archive.read("MAR-INF/MANIFEST.json"))
     assert config["handler"]["runtime"] == runtime and manifest["model"]["requirementsFile"] == "requirements.txt"
+    captum = [f'captum=={version("captum")}; python_version >= "3.10"', 'captum>=0.6.0; python_version < "3.10"']
     if runtime == "onnxruntime":
         assert "classify.onnx" in names
-        assert requirements == [f"onnxruntime=={onnxruntime.__version__}", f"simplejpeg=={simplejpeg.__version__}"]
+        assert requirements == [
+            f"onnxruntime=={onnxruntime.__version__}",
+            f"simplejpeg=={simplejpeg.__version__}",
+            *captum,
+        ]
     else:
-        assert "classify.onnx" not in names and requirements == [f"simplejpeg=={simplejpeg.__version__}"]
+        assert "classify.onnx" not in names and requirements == [f"simplejpeg=={simplejpeg.__version__}", *captum]

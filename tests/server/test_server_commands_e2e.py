@@ -8,6 +8,7 @@ import subprocess
 
 import psutil
 import pytest
+from PIL import Image
 from server_command_helpers import TINY, build_tiny_archive, copy_checkout, mar_builder
 from user_model_files import NAMES
 
@@ -64,6 +65,22 @@ def test_predict_prints_a_table_per_image_and_json_lines_with_json(served):
     assert abs(sum(answers[0].values()) - 1) < 1e-4
     first = rows[0].split()
     assert first[-2] == f"{list(answers[0].values())[0]:.2%}"  # most likely first, as a percentage
+
+
+def test_predict_explain_writes_each_photos_picture_at_its_size(served, tmp_path):
+    state, _ = served
+    rocket = REPO_ROOT / "samples" / "rocket.jpg"
+    out = tmp_path / "pictures"
+    shown = mar_builder(["predict", "--explain", PHOTO, rocket, "--out", out, "--state-dir", state])
+    assert shown.returncode == 0, shown.stderr
+    for photo in (PHOTO, rocket):
+        picture = out / f"{photo.stem}.explain.png"
+        assert Image.open(picture).size == Image.open(photo).size
+        assert f"{photo}: " in shown.stdout and f"explained in {picture}" in shown.stdout
+    clash = mar_builder(["predict", "--explain", PHOTO, tmp_path / "chelsea.png", "--state-dir", state])
+    assert clash.returncode != 0 and "would both be explained in chelsea.explain.png" in clash.stderr
+    alone = mar_builder(["predict", PHOTO, "--out", out, "--state-dir", state])
+    assert alone.returncode != 0 and "--out is where --explain writes its pictures" in alone.stderr
 
 
 def test_predict_names_an_image_the_server_refused_and_exits_1(served):
