@@ -64,7 +64,7 @@ def _unchanged(envelope: Any, data: List[Any]) -> List[Any]:
 
 
 def protocol_of(body: Any, envelope: str | None) -> str | None:
-    """"v1" or "v2" when a request's body (as `request_body` gives it) is one; v1 only behind the kserve
+    """ "v1" or "v2" when a request's body (as `request_body` gives it) is one; v1 only behind the kserve
     envelope (elsewhere {"instances": ...} is the handler's own multi-image form, answered as a list)."""
     if isinstance(body, dict):
         if "inputs" in body:

@@ -36,19 +36,30 @@ def write_model_config(
     destination.write_text(header + yaml.safe_dump(config, sort_keys=False))
 
 
+# pi-heif's newest wheels start at Python 3.10; TorchServe's official images run 3.9, where 1.1.1 is
+# the newest with wheels (both LGPL-3.0, decode-only). Either pulls Pillow >= 11.1 (11.3 on 3.9),
+# whose wheels also decode AVIF.
+PI_HEIF_FOR_PYTHON_39 = 'pi-heif==1.1.1; python_version < "3.10"'
+
+
 def handler_requirements(runtime: str) -> List[str]:
     """What the handler imports beyond TorchServe, torch and Pillow, pinned to the versions installed here:
-    the runtime's package (a worker without it falls back to the .pt), and simplejpeg (JPEG decoding;
-    without it Pillow decodes the same pixels, slower). Packages not installed here are left out."""
+    the runtime's package (a worker without it falls back to the .pt), simplejpeg (JPEG decoding;
+    without it Pillow decodes the same pixels, slower) and pi-heif (HEIC; without it HEIC is refused,
+    with a message that says so). Packages not installed here are left out."""
     from importlib.metadata import PackageNotFoundError, version
 
-    packages = ([runtime] if runtime != TORCHSCRIPT else []) + ["simplejpeg"]
+    packages = ([runtime] if runtime != TORCHSCRIPT else []) + ["simplejpeg", "pi-heif"]
     pinned = []
     for package in packages:
         try:
-            pinned.append(f"{package}=={version(package)}")
+            installed = version(package)
         except PackageNotFoundError:
             continue
+        if package == "pi-heif":
+            pinned += [f'pi-heif=={installed}; python_version >= "3.10"', PI_HEIF_FOR_PYTHON_39]
+        else:
+            pinned.append(f"{package}=={installed}")
     return pinned
 
 

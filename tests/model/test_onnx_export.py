@@ -6,6 +6,7 @@ import zipfile
 import classify_runtime
 import numpy as np
 import onnxruntime
+import pi_heif
 import pytest
 import simplejpeg
 import torch
@@ -14,6 +15,7 @@ from conftest import TinyCNN, class_names
 from torch import nn
 
 from mar_builder.archive import runtimes
+from mar_builder.archive.model_archive import PI_HEIF_FOR_PYTHON_39
 from mar_builder.cli import main
 from mar_builder.errors import ExportError, SettingsError
 from mar_builder.model import onnx_export
@@ -21,6 +23,8 @@ from mar_builder.model.export import export_predictor, random_images
 from mar_builder.model.onnx_export import export_onnx, runtime_files, verify_onnx
 from mar_builder.model.predictor import Predictor
 from mar_builder.model.scripted_classifier import export_adapter
+
+HEIF = [f'pi-heif=={pi_heif.__version__}; python_version >= "3.10"', PI_HEIF_FOR_PYTHON_39]
 
 
 def load(path):
@@ -127,6 +131,8 @@ def test_the_archive_records_its_runtime_and_carries_what_it_needs(tiny_pt, tmp_
     assert config["handler"]["runtime"] == runtime and manifest["model"]["requirementsFile"] == "requirements.txt"
     if runtime == "onnxruntime":
         assert "classify.onnx" in names
-        assert requirements == [f"onnxruntime=={onnxruntime.__version__}", f"simplejpeg=={simplejpeg.__version__}"]
+        assert (
+            requirements == [f"onnxruntime=={onnxruntime.__version__}", f"simplejpeg=={simplejpeg.__version__}"] + HEIF
+        )
     else:
-        assert "classify.onnx" not in names and requirements == [f"simplejpeg=={simplejpeg.__version__}"]
+        assert "classify.onnx" not in names and requirements == [f"simplejpeg=={simplejpeg.__version__}"] + HEIF
