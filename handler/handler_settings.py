@@ -21,6 +21,9 @@ class HandlerSettings:
     # 0 = all at once (for a GPU). On this project's CPU 2 is as fast per image as 1 and keeps
     # single-image traffic (batchSize 2) exactly as before.
     classify_batch_size: int = 2
+    # A body sent with Content-Encoding gzip or deflate decodes to at most this many bytes; more get
+    # 413 (a gzip bomb). TorchServe's max_request_size bounds the compressed body; this, the decoded one.
+    max_decoded_body_bytes: int = 33_554_432
     threads_per_worker: int = 0  # torch intra-op threads; 0 picks CPU cores // workers
     # JPEGs decode at 1/2, 1/4 or 1/8 scale while the short side stays >= this x the model's resize
     # size; 0 decodes every JPEG at full resolution. 4 keeps a 12 MP photo's probabilities within
@@ -49,7 +52,7 @@ class HandlerSettings:
                 raise ValueError(f"handler.{f.name} must be {kind}, got {value!r}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"handler.runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
-        for name in ("topk", "max_image_pixels", "max_images_per_request"):
+        for name in ("topk", "max_image_pixels", "max_images_per_request", "max_decoded_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"handler.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("threads_per_worker", "jpeg_draft_factor", "classify_batch_size"):

@@ -58,3 +58,15 @@ class TooManyImages(RequestError):
     """The request holds more images than `handler.max_images_per_request`."""
 
     status = 413
+
+
+class BodyTooLarge(RequestError):
+    """A compressed body decodes to more than `handler.max_decoded_body_bytes`."""
+
+    status = 413
+
+
+class UnsupportedContentEncoding(RequestError):
+    """A Content-Encoding other than gzip or deflate (RFC 9110: 415)."""
+
+    status = 415
