@@ -211,7 +211,12 @@ class ClassifierHandler:
                 if isinstance(image, RequestError):
                     raise image
                 with metrics.decoding(idx):
-                    decoded = decode_image(image, self.settings.max_image_pixels, self.decode_min_side)
+                    decoded = decode_image(
+                        image,
+                        self.settings.max_image_pixels,
+                        self.decode_min_side,
+                        self.settings.max_full_decode_pixels,
+                    )
                 crops.append(self.model.preprocess(decoded.to(self.device)))
                 positions.append(position)
             except RequestError as error:

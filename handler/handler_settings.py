@@ -7,13 +7,16 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from classify_runtime import RUNTIMES, TORCHSCRIPT
-from image_decoding import DEFAULT_MAX_PIXELS
+from image_decoding import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
 class HandlerSettings:
     topk: int = 5  # labels per answer; the handler caps it at the number of classes
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # larger images get 413 before decoding
+    # Formats decoded at full resolution (PNG, GIF, WebP, BMP, TIFF, HEIC, AVIF: all but JPEG and JPEG
+    # 2000, which decode scaled) above this get 413: about 1 s of a worker's CPU (docs/security.md).
+    max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS
     # Images in one request (several file parts, "instances", a "data" list); more get 413. 16 photos
     # take about 0.5 s of one worker's core (1 s at 12 MP), so one request cannot hold a worker long.
     max_images_per_request: int = 16
@@ -52,7 +55,13 @@ class HandlerSettings:
                 raise ValueError(f"handler.{f.name} must be {kind}, got {value!r}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"handler.runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
-        for name in ("topk", "max_image_pixels", "max_images_per_request", "max_decoded_body_bytes"):
+        for name in (
+            "topk",
+            "max_image_pixels",
+            "max_full_decode_pixels",
+            "max_images_per_request",
+            "max_decoded_body_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"handler.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("threads_per_worker", "jpeg_draft_factor", "classify_batch_size"):

@@ -27,16 +27,25 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 40_000_000
 # Wider than this and the Predictor's resize of the short side would make a huge strip.
 MAX_ASPECT_RATIO = 200
+# Formats decoded at full resolution (all but JPEG and JPEG 2000) at most this many pixels: 40 MP of PNG,
+# GIF or lossless WebP cost a worker 1.4-1.7 s of CPU, 24 MP about 1 s (docs/security.md).
+DEFAULT_MAX_FULL_DECODE_PIXELS = 24_000_000
 # A JPEG 2000 decodes at the lowest resolution level that keeps its short side >= min_side, and at
 # most this many pixels: OpenJPEG is slow (docs/security.md).
 MAX_JPEG2000_DECODED_PIXELS = 12_000_000
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> torch.Tensor:
+def decode_image(
+    data: bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
+    max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS,
+) -> torch.Tensor:
     """Decode `data` to an upright RGB uint8 tensor shaped (3, H, W).
 
-    The pixel limit is checked on the header, before any pixel is decoded. With `min_side`, a JPEG
+    The pixel limit is checked on the header, before any pixel is decoded; formats that decode only at
+    full resolution (all but JPEG and JPEG 2000) have the lower `max_full_decode_pixels`. With `min_side`, a JPEG
     is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides at least that long,
     and a JPEG 2000 at the lowest resolution level that does. An image whose pixel data is cut short
     is refused in every format; one that lacks only a trailing marker (a JPEG's end-of-image, a
@@ -46,7 +55,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: in
     if not data:
         raise InvalidImage("empty body: no image bytes received")
     try:
-        return _decode(bytes(data), max_pixels, min_side)
+        return _decode(bytes(data), max_pixels, min_side, max_full_decode_pixels)
     except RequestError:
         raise
     except MemoryError:
@@ -56,7 +65,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: in
         raise InvalidImage(f"undecodable image: {type(e).__name__}: {e}") from None
 
 
-def _decode(data: bytes, max_pixels: int, min_side: int | None) -> torch.Tensor:
+def _decode(data: bytes, max_pixels: int, min_side: int | None, max_full_decode_pixels: int) -> torch.Tensor:
     if data.startswith(PNG_SIGNATURE):
         data = png_for_decoding(data)
     image = _open(data, max_pixels)
@@ -73,6 +82,11 @@ def _decode(data: bytes, max_pixels: int, min_side: int | None) -> torch.Tensor:
         return fast if fast is not None else _pixels(image, min_side)
     if image.format == "JPEG2000":
         _reduce_jpeg2000(image, data, min_side)
+    elif width * height > max_full_decode_pixels:
+        raise ImageTooLarge(
+            f"{image.format} image is {width}x{height} = {width * height} pixels; formats decoded at full resolution "
+            f"(all but JPEG) are limited to {max_full_decode_pixels} (handler.max_full_decode_pixels): send a JPEG"
+        )
     return _pixels(image, None)
 
 
@@ -106,6 +120,8 @@ def _unidentified(data: bytes) -> str:
         return refusal_of(data) or "damaged JPEG header: not identifiable"
     if data.startswith(PNG_SIGNATURE):
         return "damaged PNG header: not identifiable"
+    if data[:4] in TIFF_MAGIC:
+        return describe_tiff(data) or "damaged TIFF header: not identifiable"
     first = data[:4].hex(" ")
     name = refused_format(data)
     if name:

@@ -115,6 +115,7 @@ def describe_tiff(data: bytes) -> str | None:
     sample_format = sample_format[0] if isinstance(sample_format, tuple) and sample_format else sample_format
     kind = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}.get(sample_format, "untyped")
     name = TiffImagePlugin.COMPRESSION_INFO.get(compression, f"compression {compression}")
+    name = "uncompressed" if compression == 1 else name
     return f"TIFF with {samples} x {bits}-bit {kind} samples ({name}) is not supported"
 
 

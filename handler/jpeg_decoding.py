@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import torch
-from jpeg_structure import DECODED_PROCESSES, JpegStructure, JpegStructureError, jpeg_structure
+from jpeg_structure import DECODED_PROCESSES, PROGRESSIVE, JpegStructure, JpegStructureError, jpeg_structure
 from PIL import Image
 from request_errors import InvalidImage
 
@@ -18,6 +18,9 @@ JPEG_END = b"\xff\xd9"  # the end-of-image marker
 # libjpeg-turbo here, 13 passes over every block of a 40 MP 4:4:4 picture; a 40 MP progressive photo
 # as libjpeg writes it (10 scans) walks 5 to 9 million.
 MAX_JPEG_BLOCK_VISITS = 25_000_000
+# A progressive JPEG's scan data costs libjpeg-turbo about 2.5x a baseline one's per byte: 29.5 MB of
+# it took 1.3 s here, so at most this many bytes are decoded (a 40 MP progressive photo has 10-20 MB).
+MAX_PROGRESSIVE_JPEG_BYTES = 24 * 1024 * 1024
 # The EXIF orientation (2-8) as the numpy transform of an (H, W, C) array that ImageOps.exif_transpose does.
 ORIENTATIONS = {
     2: lambda a: a[:, ::-1],  # FLIP_LEFT_RIGHT
@@ -31,8 +34,9 @@ ORIENTATIONS = {
 
 
 def checked_structure(data: bytes) -> JpegStructure:
-    """The JPEG's structure, once its frame is one libjpeg decodes to 8 bits and its scans' work is
-    within MAX_JPEG_BLOCK_VISITS. Raises InvalidImage naming what is refused."""
+    """The JPEG's structure, once its frame is one libjpeg decodes to 8 bits, its scans' work is within
+    MAX_JPEG_BLOCK_VISITS and a progressive one within MAX_PROGRESSIVE_JPEG_BYTES. Raises InvalidImage
+    naming what is refused."""
     try:
         structure = jpeg_structure(data)
     except JpegStructureError as e:
@@ -44,6 +48,11 @@ def checked_structure(data: bytes) -> JpegStructure:
         raise InvalidImage(
             f"JPEG with {structure.scans} scans would walk {structure.block_visits} blocks to decode; "
             f"the limit is {MAX_JPEG_BLOCK_VISITS} (a photo's progressive JPEG walks a fraction of that)"
+        )
+    if structure.frame_marker in PROGRESSIVE and len(data) > MAX_PROGRESSIVE_JPEG_BYTES:
+        raise InvalidImage(
+            f"progressive JPEG of {len(data)} bytes; at most {MAX_PROGRESSIVE_JPEG_BYTES} bytes of a progressive "
+            "JPEG are decoded (a baseline JPEG has no such limit below the request size)"
         )
     return structure
 

@@ -32,6 +32,7 @@ FRAME_PROCESSES = {
 }
 # What libjpeg-turbo decodes to 8-bit samples: the DCT processes without hierarchy.
 DECODED_PROCESSES = frozenset((0xC0, 0xC1, 0xC2, 0xC9, 0xCA))
+PROGRESSIVE = frozenset((0xC2, 0xCA))
 SOS, EOI = 0xDA, 0xD9
 STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01, 0xD8}  # RSTn, TEM, SOI: no length field
 # The marker that ends a scan's entropy-coded data: an FF followed by a byte that is neither 00 (a
