@@ -97,7 +97,7 @@ def cases(megapixels: float, quick: bool) -> Dict[str, Callable[[], bytes]]:
             noise(size, 4), "TIFF", compression="tiff_lzw"
         ),
         f"BMP RLE8 (as Pillow reads it), {megapixels:g} MP": lambda: bmp_rle8(size),
-        "JPEG 2000, no resolution levels, 12 MP (the JPEG 2000 limit)": lambda: jpeg2000(noise(sized(12)), levels=0),
+        "JPEG 2000, no resolution levels, 1.5 MP (the JPEG 2000 limit)": lambda: jpeg2000(noise(sized(1.5)), levels=0),
         f"JPEG 2000, 5 levels, {megapixels:g} MP": lambda: jpeg2000(noise(size, 16), levels=5),
         f"HEIC, noise, {photo_mp:g} MP": lambda: heic(noise(photo)),
         f"AVIF, noise, {photo_mp:g} MP": lambda: avif(noise(photo)),

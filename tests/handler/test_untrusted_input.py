@@ -60,7 +60,10 @@ def test_heic_and_avif_decode_upright_to_the_pngs_picture(name):
 
 
 @pytest.mark.parametrize("container", [True, False], ids=["jp2", "j2k"])
-def test_jpeg2000_decodes_and_is_reduced_only_as_far_as_min_side_allows(container):
+def test_jpeg2000_decodes_and_is_reduced_only_as_far_as_min_side_allows(monkeypatch, container):
+    import image_decoding
+
+    monkeypatch.setattr(image_decoding, "MAX_JPEG2000_DECODED_PIXELS", 10_000_000)
     big = CAT.resize((1804, 1200))
     data = jpeg2000(big, levels=5, container=container)
     full = decode_image(data)
@@ -69,13 +72,21 @@ def test_jpeg2000_decodes_and_is_reduced_only_as_far_as_min_side_allows(containe
     assert decode_image(data, min_side=301).shape == (3, 600, 902)
 
 
+def test_a_big_jpeg2000_decodes_at_a_level_within_the_pixel_budget(monkeypatch):
+    import image_decoding
+
+    monkeypatch.setattr(image_decoding, "MAX_JPEG2000_DECODED_PIXELS", 200_000)
+    data = jpeg2000(CAT.resize((1804, 1200)), levels=5)
+    assert decode_image(data, min_side=1024).shape == (3, 300, 451)  # 1/4: the first level under 200,000 pixels
+
+
 def test_a_jpeg2000_that_cannot_be_reduced_is_bounded_in_decoded_pixels(monkeypatch):
     import image_decoding
 
     monkeypatch.setattr(image_decoding, "MAX_JPEG2000_DECODED_PIXELS", 150_000)
     with pytest.raises(ImageTooLarge, match=r"^JPEG 2000 image 902x600 \(0 resolution levels\) would decode 541200"):
         decode_image(jpeg2000(CAT.resize((902, 600)), levels=0))
-    assert decode_image(jpeg2000(CAT.resize((902, 600)), levels=2), min_side=256).shape == (3, 300, 451)
+    assert decode_image(jpeg2000(CAT.resize((902, 600)), levels=2), min_side=600).shape == (3, 300, 451)
 
 
 REFUSED = {
