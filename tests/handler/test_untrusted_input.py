@@ -221,11 +221,11 @@ def test_a_bad_body_beside_good_ones_fails_alone_with_a_4xx(tiny_pt, name):
     assert 400 <= status < 500 and len(json.dumps(body)) < 2 * MAX_MESSAGE_CHARS, (status, body)
 
 
-def test_a_form_of_400000_fields_gets_a_short_400(tiny_pt):
+def test_a_form_of_many_fields_gets_a_short_400(tiny_pt):
     handler, context = make_handler(tiny_pt)
-    form = urlencoded([(f"field{i}", "x") for i in range(400_000)])
+    form = urlencoded([(f"field{i}", "x") for i in range(20_000)])  # FakeContext frames it in O(n^2)
     [(status, body)] = serve(handler, context, [form])
-    assert status == 400 and re.search(r"\.\.\. \(400000 in all\)", body["message"]) and len(body["message"]) < 1000
+    assert status == 400 and re.search(r"\.\.\. \(20000 in all\)", body["message"]) and len(body["message"]) < 1000
 
 
 def test_a_file_part_without_a_filename_is_an_image(tiny_pt):
