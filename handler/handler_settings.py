@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from classify_runtime import ONNXRUNTIME, RUNTIMES, TORCHSCRIPT
-from image_decoding import DEFAULT_MAX_PIXELS
+from image_decoding import DEFAULT_MAX_FULL_DECODE_PIXELS, DEFAULT_MAX_PIXELS
 
 # The build side has the same names (mar_builder/archive/precision.py).
 FP32, INT8 = "fp32", "int8"
@@ -18,6 +18,9 @@ PRECISIONS = (FP32, INT8)
 class HandlerSettings:
     topk: int = 5  # labels per answer; the handler caps it at the number of classes
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # larger images get 413 before decoding
+    # Formats decoded at full resolution (PNG, GIF, WebP, BMP, TIFF, HEIC, AVIF: all but JPEG and JPEG
+    # 2000, which decode scaled) above this get 413: about 1 s of a worker's CPU (docs/security.md).
+    max_full_decode_pixels: int = DEFAULT_MAX_FULL_DECODE_PIXELS
     # Images in one request (several file parts, "instances", a "data" list); more get 413. 16 photos
     # take about 0.5 s of one worker's core (1 s at 12 MP), so one request cannot hold a worker long.
     max_images_per_request: int = 16
@@ -25,6 +28,9 @@ class HandlerSettings:
     # 0 = all at once (for a GPU). On this project's CPU 2 is as fast per image as 1 and keeps
     # single-image traffic (batchSize 2) exactly as before.
     classify_batch_size: int = 2
+    # A body sent with Content-Encoding gzip or deflate decodes to at most this many bytes; more get
+    # 413 (a gzip bomb). TorchServe's max_request_size bounds the compressed body; this, the decoded one.
+    max_decoded_body_bytes: int = 33_554_432
     threads_per_worker: int = 0  # torch intra-op threads; 0 picks CPU cores // workers
     # JPEGs decode at 1/2, 1/4 or 1/8 scale while the short side stays >= this x the model's resize
     # size; 0 decodes every JPEG at full resolution. 4 keeps a 12 MP photo's probabilities within
@@ -71,7 +77,14 @@ class HandlerSettings:
             raise ValueError(f"handler.precision int8 is classify.onnx's: it needs handler.runtime {ONNXRUNTIME}")
         if not 0.0 <= self.held_out_agreement_top1 <= 1.0:
             raise ValueError(f"handler.held_out_agreement_top1 is a fraction, got {self.held_out_agreement_top1}")
-        for name in ("topk", "max_image_pixels", "max_images_per_request", "max_images_per_explanation"):
+        for name in (
+            "topk",
+            "max_image_pixels",
+            "max_full_decode_pixels",
+            "max_images_per_request",
+            "max_images_per_explanation",
+            "max_decoded_body_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"handler.{name} must be >= 1, got {getattr(self, name)}")
         for name in (

@@ -30,10 +30,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping
 
+from kserve_binary import binary_request, binary_response, header_length
 from request_errors import InvalidRequest, RequestError, status_phrase
-from request_payload import RequestImages, base64_images, counted, instance_images
+from request_payload import RequestImages, base64_images, counted, instance_images, looks_like_image, slot_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ ENVELOPE_MODULES = {
     "ts.torch_handler.request_envelope.kservev2": "v2",
 }
 LABELS, PROBABILITIES, ERRORS = "labels", "probabilities", "errors"
+MAX_ID_CHARS = 256  # a request "id" longer than this is not echoed: the answer stays small
 
 
 def bypass_envelopes() -> str | None:
@@ -68,7 +70,7 @@ def _unchanged(envelope: Any, data: List[Any]) -> List[Any]:
 
 
 def protocol_of(body: Any, envelope: str | None) -> str | None:
-    """"v1" or "v2" when a request's body (as `request_body` gives it) is one; v1 only behind the kserve
+    """ "v1" or "v2" when a request's body (as `request_body` gives it) is one; v1 only behind the kserve
     envelope (elsewhere {"instances": ...} is the handler's own multi-image form, answered as a list)."""
     if isinstance(body, dict):
         if "inputs" in body:
@@ -78,13 +80,18 @@ def protocol_of(body: Any, envelope: str | None) -> str | None:
     return None
 
 
-def request_body(request: Dict[str, Any]) -> Any:
-    """The JSON body as TorchServe hands it over: parsed already (application/json) or as bytes."""
+def request_body(request: Dict[str, Any], headers: Mapping[str, Any] | None = None) -> Any:
+    """The JSON body as TorchServe hands it over: parsed already (application/json) or as bytes, or a
+    binary v2 request (kserve_binary.py) with its binary inputs in place. A body that is not JSON
+    (too deep, huge numbers, not UTF-8) is left as it is: the handler's forms say what is wrong."""
     body = request.get("body", request.get("data"))
+    length = header_length(headers or {})
+    if length is not None and isinstance(body, (bytes, bytearray)):
+        return binary_request(bytes(body), length)
     if isinstance(body, (bytes, bytearray)) and body[:1] == b"{":
         try:
             return json.loads(bytes(body))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             return None
     return body
 
@@ -105,7 +112,21 @@ def request_images(protocol: str, body: Dict[str, Any], max_images: int | None) 
         raise InvalidRequest(f'v2 input must have datatype BYTES and a "data" list, got {tensor.get("datatype")!r}')
     if shape not in ([len(data)], [len(data), 1]):
         raise InvalidRequest(f"v2 input shape {shape} does not match its {len(data)} data elements; use [N]")
-    return counted(RequestImages(base64_images(data, "v2 data"), listed=True), max_images)
+    images = [slot_bytes(_v2_element, v, i) for i, v in enumerate(data)]
+    return counted(RequestImages(images, listed=True), max_images)
+
+
+def _v2_element(value: Any, index: int) -> bytes:
+    """One element of the BYTES input: base64 text (JSON), or from binary data the image's own bytes
+    (or its base64)."""
+    if isinstance(value, (bytes, bytearray)):
+        if looks_like_image(bytes(value[:16])):
+            return bytes(value)
+        value = bytes(value).decode("ascii", "replace")
+    (image,) = base64_images([value], "v2 data")
+    if isinstance(image, RequestError):
+        raise image
+    return image
 
 
 def respond(protocol: str, answers: List[Any], body: Dict[str, Any], context: Any, idx: int, k: int) -> Any:
@@ -116,7 +137,14 @@ def respond(protocol: str, answers: List[Any], body: Dict[str, Any], context: An
         return refuse(context, idx, answers[0], prefix=f"all {len(answers)} image(s) refused; first: ")
     if protocol == "v1":
         return {"predictions": [a.to_json() if isinstance(a, RequestError) else a for a in answers]}
-    return v2_response(answers, body, context, idx, k)
+    response = v2_response(answers, body, context, idx, k)
+    binary = binary_response(response, body)
+    if binary is None:
+        return response
+    payload, length = binary
+    context.set_response_content_type(idx, "application/octet-stream")
+    context.set_response_header(idx, "Inference-Header-Content-Length", str(length))
+    return payload
 
 
 def respond_explanations(answers: List[Any], context: Any, idx: int) -> Any:
@@ -153,7 +181,7 @@ def v2_response(answers: List[Any], body: Dict[str, Any], context: Any, idx: int
         names = {r.get("name") for r in requested if isinstance(r, dict)}
         outputs = [o for o in outputs if o["name"] in names]
     model = context.manifest["model"]
-    request_id = body.get("id") if isinstance(body.get("id"), str) else None
+    request_id = body.get("id") if isinstance(body.get("id"), str) and len(body["id"]) <= MAX_ID_CHARS else None
     return {
         "model_name": model["modelName"],
         "model_version": model.get("modelVersion", ""),

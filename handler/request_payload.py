@@ -23,7 +23,11 @@ JSON_TYPE = "application/json"
 # and a repeated `data` (repeated_parts.py names the repeats `data#2`, ...).
 DATA_FIELD = re.compile(r"^data[\d_-]*(#\d+)?$")
 # First bytes of the formats image_decoding.py decodes: such bytes are an image, whatever else they could be.
-IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+# HEIC and AVIF (ISO base media files) have theirs at offset 4: see `looks_like_image`.
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*", b"\xff\x4f\xff\x51")
+IMAGE_MAGIC += (b"\x00\x00\x00\x0cjP  \r\n\x87\n",)  # JPEG 2000's JP2 container
+# Field names quoted in an error message: a form of 400,000 fields gets the first few and a count.
+QUOTED_NAMES = 10
 FORM_HINT = (
     "; the body was sent as application/x-www-form-urlencoded (curl's default for -d/--data-binary): "
     "send the file with -T, or add -H 'Content-Type: application/octet-stream' "
@@ -57,6 +61,12 @@ def request_images(
     headers = headers or {}
     content_type = _request_content_type(headers)
     if content_type == MULTIPART:
+        if "boundary=" not in _header(headers, "content-type").lower():
+            raise InvalidRequest(
+                "the multipart/form-data Content-Type has no boundary= parameter, so its parts cannot be found: "
+                "do not set the Content-Type header by hand for FormData (fetch, axios) or -F (curl); the client "
+                "writes it, boundary included"
+            )
         found = _multipart_images(request, headers)
     elif content_type == FORM_URLENCODED:
         found = _form_images(request)
@@ -82,9 +92,25 @@ def counted(found: RequestImages, max_images: int | None) -> RequestImages:
     return found
 
 
+def looks_like_image(raw: bytes) -> bool:
+    """True for the first bytes of a format image_decoding.py decodes (HEIC/AVIF: an `ftyp` box)."""
+    return raw.startswith(IMAGE_MAGIC) or raw[4:8] == b"ftyp"
+
+
+def _header(headers: Mapping[str, Any], name: str) -> str:
+    return next((str(v) for k, v in headers.items() if str(k).lower() == name), "")
+
+
 def _request_content_type(headers: Mapping[str, Any]) -> str:
-    value = next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")
-    return value.split(";", 1)[0].strip().lower()
+    return _header(headers, "content-type").split(";", 1)[0].strip().lower()
+
+
+def _names(fields: Any) -> str:
+    """Up to QUOTED_NAMES field names, and how many there are beyond them."""
+    names = [str(n)[:40] for n, _ in zip(fields, range(QUOTED_NAMES + 1))]
+    count = len(fields)
+    shown = ", ".join(sorted(names[:QUOTED_NAMES])) or "none"
+    return shown if count <= QUOTED_NAMES else f"{shown}, ... ({count} in all)"
 
 
 def _part_content_type(headers: Mapping[str, Any], name: str) -> str:
@@ -93,18 +119,22 @@ def _part_content_type(headers: Mapping[str, Any], name: str) -> str:
 
 
 def _multipart_images(request: Dict[str, Any], headers: Mapping[str, Any]) -> RequestImages:
-    """Every file part is an image (raw bytes, or base64 or JSON text); text fields only when named data*."""
+    """Every file part is an image (raw bytes, or base64 or JSON text); text fields only when named data*
+    or when their bytes are an image's: a part without a filename (RFC 7578 makes it optional; requests'
+    `files={"image": (None, data)}`, curl's `-F "image=<photo.jpg"`) reaches the worker as a text field."""
     images: List[bytes | RequestError] = []
     for name, value in request.items():
-        is_file = _part_content_type(headers, name) != ""
+        is_file = _part_content_type(headers, name) != "" or (
+            isinstance(value, (bytes, bytearray)) and looks_like_image(bytes(value[:16]))
+        )
         if not is_file and not DATA_FIELD.match(name):
             continue  # `curl -F note=hello`: a text field that is not an image
         found = _slot(_value_images, value, name, is_file)
         images.extend(found.images)
     if not images:
-        fields = ", ".join(sorted(request)) or "none"
         raise InvalidRequest(
-            f"the multipart form has no file part (text fields: {fields}); send the image as -F data=@photo.jpg"
+            f"the multipart form has no file part (text fields: {_names(request)}); "
+            "send the image as -F data=@photo.jpg"
         )
     return RequestImages(images, listed=len(images) > 1)
 
@@ -113,11 +143,10 @@ def _form_images(request: Dict[str, Any]) -> RequestImages:
     """A urlencoded form carries images only as data=<base64>, data2=<base64>, ..."""
     names = [name for name in request if DATA_FIELD.match(name)]
     if not names:
-        fields = ", ".join(sorted(request)[:5]) or "none"
-        raise InvalidRequest(f"no `data` field in the form (fields: {fields[:100]}){FORM_HINT}")
+        raise InvalidRequest(f"no `data` field in the form (fields: {_names(request)}){FORM_HINT}")
     images: List[bytes | RequestError] = []
     for name in names:
-        images.append(_slot_bytes(_form_value_bytes, request[name], name))
+        images.append(slot_bytes(_form_value_bytes, request[name], name))
     return RequestImages(images, listed=len(images) > 1)
 
 
@@ -138,7 +167,7 @@ def _value_images(value: Any, name: str, is_file: bool) -> RequestImages:
     if not isinstance(value, (bytes, bytearray)):
         raise InvalidRequest(f"field `{name}` holds {type(value).__name__}, expected an image")
     raw = bytes(value)
-    if raw.startswith(IMAGE_MAGIC):
+    if looks_like_image(raw[:16]):
         return RequestImages([raw], listed=False)
     stripped = raw.lstrip()
     if stripped[:1] in (b"{", b"["):
@@ -146,8 +175,8 @@ def _value_images(value: Any, name: str, is_file: bool) -> RequestImages:
     if not is_file:  # a text field named data*: base64, or nothing usable
         return RequestImages([decode_base64(_text(raw, name))], listed=False)
     if looks_like_base64(stripped):  # a file or body of base64 text (`-T photo.b64`), if it decodes to an image
-        decoded = _slot_bytes(decode_base64, stripped.decode("ascii", "replace"))
-        if isinstance(decoded, bytes) and decoded.startswith(IMAGE_MAGIC):
+        decoded = slot_bytes(decode_base64, stripped.decode("ascii", "replace"))
+        if isinstance(decoded, bytes) and looks_like_image(decoded[:16]):
             return RequestImages([decoded], listed=False)
     return RequestImages([raw], listed=False)  # not an image we know: image_decoding says what it is
 
@@ -158,8 +187,7 @@ def _json_images(body: Any) -> RequestImages:
     if "instances" in body:
         return RequestImages(instance_images(body["instances"]), listed=True)
     if "data" not in body:
-        keys = ", ".join(sorted(map(str, body))) or "none"
-        raise InvalidRequest(f'JSON body has no "data" or "instances" field (keys: {keys}); send {JSON_SHAPES}')
+        raise InvalidRequest(f'JSON body has no "data" or "instances" field (keys: {_names(body)}); send {JSON_SHAPES}')
     data = body["data"]
     if isinstance(data, list):
         return RequestImages(base64_images(data, '"data"'), listed=True)
@@ -171,12 +199,12 @@ def instance_images(instances: Any) -> List[bytes | RequestError]:
     error that takes its slot. Raises InvalidRequest when `instances` is not a list."""
     if not isinstance(instances, list):
         raise InvalidRequest(f'JSON "instances" must be a list, got {type(instances).__name__}')
-    return [_slot_bytes(_instance_bytes, x, i) for i, x in enumerate(instances)]
+    return [slot_bytes(_instance_bytes, x, i) for i, x in enumerate(instances)]
 
 
 def base64_images(items: List[Any], what: str) -> List[bytes | RequestError]:
     """A list of base64 strings (or {"b64": ...}): each image's bytes, or the error that takes its slot."""
-    return [_slot_bytes(_b64_value, v, f"{what} item {i}") for i, v in enumerate(items)]
+    return [slot_bytes(_b64_value, v, f"{what} item {i}") for i, v in enumerate(items)]
 
 
 def _instance_bytes(instance: Any, index: int) -> bytes:
@@ -198,8 +226,7 @@ def _b64_value(value: Any, what: str) -> bytes:
     if isinstance(value, dict) and set(value) == {"b64"}:
         value = value["b64"]
     if isinstance(value, dict):
-        keys = ", ".join(sorted(map(str, value))) or "none"
-        raise InvalidRequest(f'{what} has no "data" or "b64" field (keys: {keys})')
+        raise InvalidRequest(f'{what} has no "data" or "b64" field (keys: {_names(value)})')
     if not isinstance(value, str):
         raise InvalidRequest(f"JSON {what} must be a base64 string, got {type(value).__name__}")
     return decode_base64(value)
@@ -218,7 +245,7 @@ def _slot(find: Callable[..., RequestImages], *args: Any) -> RequestImages:
         return RequestImages([error], listed=False)
 
 
-def _slot_bytes(find: Callable[..., bytes], *args: Any) -> bytes | RequestError:
+def slot_bytes(find: Callable[..., bytes], *args: Any) -> bytes | RequestError:
     """One image's bytes, or the error that takes its slot."""
     try:
         return find(*args)
@@ -238,5 +265,7 @@ def _text(value: bytes | bytearray | str, name: str) -> str:
 def _parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError:
+        raise InvalidRequest("malformed JSON body: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
         raise InvalidRequest(f"malformed JSON body: {e}") from None

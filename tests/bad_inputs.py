@@ -3,10 +3,12 @@ odd-looking images it must classify. Shared by the in-process and live-server te
 
 import base64
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Dict, List
 
+from image_formats import supported_names
 from image_variants import encode, exif_rotated_jpeg, png_16bit_rgb, sample
 from PIL import Image
 from request_forms import multipart
@@ -15,7 +17,7 @@ from mar_builder.server.soak import png_header, png_written_by_hand
 
 OCTET = "application/octet-stream"
 JSON = "application/json"
-SUPPORTED = "supported: JPEG, PNG, GIF, WebP, BMP, TIFF"
+SUPPORTED = f"supported: {re.escape(supported_names())}"
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,20 @@ def bad_requests() -> List[BadRequest]:
         BadRequest("JPEG cut in its header", jpeg[:20], OCTET, 400, "InvalidImage", "^damaged JPEG header"),
         BadRequest("truncated PNG", png[:5000], OCTET, 400, "InvalidImage", "^damaged PNG image 451x300"),
         BadRequest("PNG with a bad CRC", bytes(crc_damaged), OCTET, 400, "InvalidImage", "^damaged PNG"),
-        BadRequest("SVG", svg, OCTET, 400, "InvalidImage", rf"first bytes 3c 73 76 67\); {SUPPORTED}$"),
-        BadRequest("ICO", encode(cat.resize((32, 32)), "ICO"), OCTET, 400, "InvalidImage", "first bytes 00 00 01 00"),
-        BadRequest("PDF", encode(cat, "PDF"), OCTET, 400, "InvalidImage", "first bytes 25 50 44 46"),
+        BadRequest(
+            "SVG", svg, OCTET, 400, "InvalidImage", rf"^SVG is not supported \(first bytes 3c 73 76 67\); {SUPPORTED}$"
+        ),
+        BadRequest(
+            "ICO",
+            encode(cat.resize((32, 32)), "ICO"),
+            OCTET,
+            400,
+            "InvalidImage",
+            r"^ICO \(Windows icon\) is not supported \(first bytes 00 00 01 00\)",
+        ),
+        BadRequest(
+            "PDF", encode(cat, "PDF"), OCTET, 400, "InvalidImage", r"^PDF is not supported \(first bytes 25 50 44 46\)"
+        ),
         BadRequest("TGA", encode(cat, "TGA"), OCTET, 400, "InvalidImage", SUPPORTED),
         BadRequest(
             "zero-width PNG", png_header(0, 300), OCTET, 400, "InvalidImage", r"^image has no pixels \(0x300\)$"

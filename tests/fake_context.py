@@ -64,6 +64,12 @@ class FakeContext:
     def set_response_content_type(self, idx: int, value: str) -> None:
         self.response_headers.setdefault(idx, {})["content-type"] = value
 
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        self.response_headers.setdefault(idx, {})[key] = value
+
+    def get_request_id(self, idx: int = 0) -> str:
+        return f"request-{idx}"
+
     def status(self, idx: int) -> int:
         """The HTTP status TorchServe would send for request `idx`."""
         return self.statuses.get(idx, (200, ""))[0]
@@ -88,6 +94,7 @@ def _request_frame(request_id: str, request: HttpRequest) -> bytes:
     headers = {"Content-Length": str(len(request.body)), "explain": "False", "url_path": ""}
     if request.content_type is not None:
         headers["Content-Type"] = request.content_type
+    headers.update(request.headers)
     frame = _string(request_id.encode())
     frame += b"".join(_string(k.encode()) + _string(v.encode()) for k, v in headers.items()) + struct.pack("!i", -1)
     for name, value, content_type in request.parameters:

@@ -23,6 +23,7 @@ class HttpRequest:
     body: bytes
     content_type: str | None
     parameters: Tuple[Tuple[str, bytes, str], ...]
+    headers: Tuple[Tuple[str, str], ...] = ()  # further HTTP headers (Content-Encoding, ...)
 
 
 def raw(data: bytes, content_type: str | None = OCTET) -> HttpRequest:

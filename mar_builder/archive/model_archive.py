@@ -62,16 +62,22 @@ def int8_settings(int8: "Int8Result | None") -> Dict[str, Any]:
 # as it is, so a worker there installs nothing; another Python 3.9 gets the newest that installs (0.8.0).
 CAPTUM_PYTHON39 = 'captum>=0.6.0; python_version < "3.10"'
 
+# pi-heif's newest wheels start at Python 3.10; TorchServe's official images run 3.9, where 1.1.1 is
+# the newest with wheels (both LGPL-3.0, decode-only). Either pulls Pillow >= 11.1 (11.3 on 3.9),
+# whose wheels also decode AVIF.
+PI_HEIF_FOR_PYTHON_39 = 'pi-heif==1.1.1; python_version < "3.10"'
+
 
 def handler_requirements(runtime: str) -> List[str]:
     """What the handler imports beyond TorchServe, torch and Pillow, pinned to the versions installed here:
     the runtime's package (a worker without it falls back to the .pt), simplejpeg (JPEG decoding;
-    without it Pillow decodes the same pixels, slower) and captum (explanations; without it they are
-    answered 501, predictions unaffected), whose pin holds on Python >= 3.10 with CAPTUM_PYTHON39 below
-    it. Packages not installed here are left out."""
+    without it Pillow decodes the same pixels, slower), captum (explanations; without it they are
+    answered 501, predictions unaffected) and pi-heif (HEIC; without it HEIC is refused, with a message that
+    says so). captum's and pi-heif's pins hold on Python >= 3.10, with CAPTUM_PYTHON39 and
+    PI_HEIF_FOR_PYTHON_39 below it. Packages not installed here are left out."""
     from importlib.metadata import PackageNotFoundError, version
 
-    packages = ([runtime] if runtime != TORCHSCRIPT else []) + ["simplejpeg", "captum"]
+    packages = ([runtime] if runtime != TORCHSCRIPT else []) + ["simplejpeg", "captum", "pi-heif"]
     pinned = []
     for package in packages:
         try:
@@ -80,6 +86,8 @@ def handler_requirements(runtime: str) -> List[str]:
             continue
         if package == "captum":
             pinned += [f'captum=={installed}; python_version >= "3.10"', CAPTUM_PYTHON39]
+        elif package == "pi-heif":
+            pinned += [f'pi-heif=={installed}; python_version >= "3.10"', PI_HEIF_FOR_PYTHON_39]
         else:
             pinned.append(f"{package}=={installed}")
     return pinned

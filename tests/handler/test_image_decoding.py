@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import image_decoding
+import jpeg_decoding
 import numpy as np
 import pytest
 import torch
@@ -95,7 +96,7 @@ def test_pixel_limit_is_configurable():
     [
         (b"", "empty body"),
         (b"hello world", r"not a decodable image \(first bytes 68 65 6c 6c\); supported: JPEG, PNG"),
-        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not a decodable image"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", r"^SVG is not supported \(first bytes 3c 73 76 67\)"),
         (encode(CAT, "PNG")[:20], "damaged PNG header"),
         (encode(CAT, "JPEG")[:2000], "damaged JPEG image 451x300"),
         (encode(CAT, "PNG")[:3000], "damaged PNG image 451x300"),
@@ -206,7 +207,7 @@ IMAGENET_SAMPLE = REPO_ROOT.parent / "shared" / "imagenet-sample"
 def pillow_path(monkeypatch, data: bytes, min_side: int | None) -> torch.Tensor:
     """decode_image as it is without simplejpeg: Pillow decodes."""
     with monkeypatch.context() as patch:
-        patch.setattr(image_decoding, "_simplejpeg", lambda: None)
+        patch.setattr(jpeg_decoding, "_simplejpeg", lambda: None)
         return decode_image(data, min_side=min_side)
 
 
@@ -279,12 +280,14 @@ def test_camera_photos_decode_to_pillows_pixels(monkeypatch):
             assert torch.equal(fast_path(monkeypatch, data, min_side), pillow_path(monkeypatch, data, min_side)), path
 
 
-def test_cmyk_and_damaged_jpegs_are_left_to_pillow(monkeypatch):
-    # simplejpeg's CMYK conversion differs from Pillow's by a grey level; a JPEG short of its end
-    # marker makes libjpeg warn. Both take the Pillow path, which decodes the one and completes the other.
+def test_cmyk_jpegs_take_the_fast_path_with_pillows_pixels(monkeypatch):
     cmyk = encode(CAT.convert("CMYK"), "JPEG", quality=95)
-    no_end = TRAILING_MARKERS["baseline JPEG"][0][:-2]
-    for data in (cmyk, no_end):
-        image = Image.open(io.BytesIO(data))
-        assert image_decoding._turbo_jpeg_pixels(data, image, None) is None
-        assert torch.equal(decode_image(data), pillow_path(monkeypatch, data, None))
+    for min_side in (None, 64):
+        assert torch.equal(fast_path(monkeypatch, cmyk, min_side), pillow_path(monkeypatch, cmyk, min_side))
+
+
+def test_a_jpeg_without_its_end_marker_is_decoded_once_and_without_simplejpeg_refused(monkeypatch):
+    data = TRAILING_MARKERS["baseline JPEG"][0]
+    assert torch.equal(fast_path(monkeypatch, data[:-2], None), decode_image(data))
+    with pytest.raises(InvalidImage, match="^damaged JPEG image 451x300: image file is truncated"):
+        pillow_path(monkeypatch, data[:-2], None)

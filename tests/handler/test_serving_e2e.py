@@ -114,7 +114,8 @@ def test_bad_input_gets_a_json_400_and_the_server_keeps_serving(server):
     assert response.json() == {
         "code": 400,
         "type": "InvalidImage",
-        "message": "not a decodable image (first bytes 68 65 6c 6c); supported: JPEG, PNG, GIF, WebP, BMP, TIFF",
+        "message": "not a decodable image (first bytes 68 65 6c 6c); "
+        "supported: JPEG, PNG, GIF, WebP, BMP, TIFF, JPEG 2000, HEIC/HEIF, AVIF",
     }
     assert server.client.predict("classifier", (SAMPLES / "chelsea.png").read_bytes()).status == 200
 

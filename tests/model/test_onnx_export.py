@@ -7,6 +7,7 @@ from importlib.metadata import version
 import classify_runtime
 import numpy as np
 import onnxruntime
+import pi_heif
 import pytest
 import simplejpeg
 import torch
@@ -15,6 +16,7 @@ from conftest import TinyCNN, class_names
 from torch import nn
 
 from mar_builder.archive import runtimes
+from mar_builder.archive.model_archive import PI_HEIF_FOR_PYTHON_39
 from mar_builder.cli import main
 from mar_builder.errors import ExportError, SettingsError
 from mar_builder.model import onnx_export
@@ -22,6 +24,8 @@ from mar_builder.model.export import export_predictor, random_images
 from mar_builder.model.onnx_export import export_onnx, runtime_files, verify_onnx
 from mar_builder.model.predictor import Predictor
 from mar_builder.model.scripted_classifier import export_adapter
+
+HEIF = [f'pi-heif=={pi_heif.__version__}; python_version >= "3.10"', PI_HEIF_FOR_PYTHON_39]
 
 
 def load(path):
@@ -133,6 +137,8 @@ def test_the_archive_records_its_runtime_and_carries_what_it_needs(tiny_pt, tmp_
             f"onnxruntime=={onnxruntime.__version__}",
             f"simplejpeg=={simplejpeg.__version__}",
             *captum,
+            *HEIF,
         ]
     else:
-        assert "classify.onnx" not in names and requirements == [f"simplejpeg=={simplejpeg.__version__}", *captum]
+        assert "classify.onnx" not in names
+        assert requirements == [f"simplejpeg=={simplejpeg.__version__}", *captum, *HEIF]
