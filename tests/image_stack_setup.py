@@ -88,6 +88,21 @@ IMAGE_STACK_ARCHIVES = [
             *("--classes", str(src / "classes.txt"), *SMALL),
         ],
     ),
+    ImageStackArchive(  # the recipes' other kernels and the sigmoid head (issue 26)
+        "bicubic-bgr-sigmoid",
+        lambda src: [
+            *("--arch", ARCH, "--weights", str(src / "arch.ckpt")),
+            *("--classes", str(src / "classes.txt"), *SMALL),
+            *("--interpolation", "bicubic", "--channel-order", "BGR", "--head", "sigmoid"),
+        ],
+    ),
+    ImageStackArchive(
+        "nearest-exact",
+        lambda src: [
+            *("--arch", ARCH, "--weights", str(src / "arch.ckpt")),
+            *("--classes", str(src / "classes.txt"), *SMALL, "--interpolation", "nearest-exact"),
+        ],
+    ),
     ImageStackArchive("tutorial", lambda src: ["--pt", str(src / "tutorial.pt")]),  # served through its forward
     ImageStackArchive("tutorial-rebuilt", lambda src: ["--pt", str(src / "tutorial.pt"), "--rebuild"]),
 ]
