@@ -127,7 +127,7 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
         write_from_pt(args.pt, output, args.rebuild, pt_class_names(args))
         return
     if args.hf is not None:
-        write_from_hf(args.hf, output)
+        write_from_hf(args.hf, output, output if args.command == "export" else f"the Predictor of {args.hf}")
         return
     if user_model is None:
         # The default network cannot be scripted (namedtuple block args), so it is always traced.
@@ -144,12 +144,13 @@ def write_pt(args: argparse.Namespace, output: Path) -> None:
     )
 
 
-def write_from_hf(folder: Path, output: Path) -> None:
+def write_from_hf(folder: Path, output: Path, shown: "Path | str") -> None:
     """--hf: a Hugging Face save_pretrained folder, its network traced (transformers models do not script),
     verified against the eager model like every export."""
     from .model.class_names import log_class_names
     from .model.export import export_predictor
     from .model.hf_folder import build_hf_predictor, quiet_transformers
+    from .model.oldest_torch import check_loads_on_oldest_torch
 
     start = time.perf_counter()
     with quiet_transformers():
@@ -157,7 +158,8 @@ def write_from_hf(folder: Path, output: Path) -> None:
         export_predictor(predictor, output, trace=True)
     log_class_names(predictor.class_names)
     seconds = time.perf_counter() - start
-    logger.info("exported %s (inner network traced), verified against eager, in %.1f s", folder, seconds)
+    logger.info("exported %s (inner network traced), verified against eager, in %.1f s", shown, seconds)
+    check_loads_on_oldest_torch(output, f"the Predictor of {folder}", "The operators are its network's own")
 
 
 def write_from_pt(pt: Path, output: Path, rebuild: bool, given_names: "List[str] | None" = None) -> None:

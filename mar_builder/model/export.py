@@ -93,6 +93,11 @@ def staged_file(output: Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     os.close(fd)
     tmp = Path(name)
+    # mkstemp makes the file 0600; the output gets what a plain open() would give it (0644 under umask 022),
+    # so another account (TorchServe's model-server user in its images) can read the .pt and the .mar's copy.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, output)

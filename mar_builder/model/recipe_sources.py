@@ -87,12 +87,29 @@ def resolve_recipe(
         recipe = flags_recipe if own is None else replace(own, **_given_fields(flags_recipe, given))
         default = source if own is not None else "default"
         sources = {name: "flag" if name in given else default for name in FLAG_NAMES}
+        check_crop_fits(recipe, sources)
     logger.info(
         "preprocessing: %s (%s)",
         recipe.describe(),
         ", ".join(f"{name}: {source}" for name, source in sources.items()),
     )
     return recipe
+
+
+def check_crop_fits(recipe: Recipe, sources: Dict[str, str]) -> None:
+    """A square crop larger than the shorter side's resize would be padded with black: SettingsError, saying
+    which of the two was a flag and where the other came from."""
+    if len(recipe.resize) != 1 or recipe.crop is None or max(recipe.crop) <= recipe.resize[0]:
+        return
+    crop, resize = max(recipe.crop), recipe.resize[0]
+    message = f"--crop {crop} is larger than --resize {resize}"
+    if (sources["resize"] == "flag") != (sources["crop"] == "flag"):
+        given, other = ("resize", "crop") if sources["resize"] == "flag" else ("crop", "resize")
+        raise SettingsError(
+            f"{message}; you gave --{given} only, so pass --{other} too (--{other} "
+            f"{crop if other == 'crop' else resize} came from the {sources[other]} recipe)"
+        )
+    raise SettingsError(f"{message}: the centre crop must fit inside the resized image")
 
 
 def _given_fields(recipe: Recipe, given: Tuple[str, ...]) -> Dict[str, Any]:

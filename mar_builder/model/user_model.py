@@ -50,13 +50,9 @@ def recipe_from_flags(
     for flag, value in (("--resize", resize_size), ("--crop", crop_size)):
         if value < 1:
             raise SettingsError(f"{flag} must be at least 1, got {value}")
-    if crop_size > resize_size:
-        if (resize is None) != (crop is None):
-            given, default = ("--crop", "--resize") if resize is None else ("--resize", "--crop")
-            raise SettingsError(
-                f"--crop {crop_size} is larger than --resize {resize_size}; "
-                f"you gave {given} only, so pass {default} too"
-            )
+    # With one of the two given, the other may come from the model's own recipe or --transforms: checked once
+    # the recipe is resolved (recipe_sources.resolve_recipe).
+    if crop_size > resize_size and resize is not None and crop is not None:
         raise SettingsError(
             f"--crop {crop_size} is larger than --resize {resize_size}: "
             "the centre crop must fit inside the resized image"

@@ -1,4 +1,6 @@
 import collections
+import os
+import stat
 
 import pytest
 import torch
@@ -75,3 +77,14 @@ def test_verify_reports_files_that_do_not_reload(tiny_predictor, tmp_path):
     bad.write_bytes(b"not a torchscript archive")
     with pytest.raises(ExportError, match="the exported file does not reload"):
         verify_exported(bad, tiny_predictor())
+
+
+def test_the_exported_file_is_readable_by_other_accounts_as_umask_allows(tmp_path, tiny_predictor):
+    """Not mkstemp's 0600: TorchServe's images run their workers as another user (model-server)."""
+    previous = os.umask(0o022)
+    try:
+        path = tmp_path / "tiny.pt"
+        export_predictor(tiny_predictor(), path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -48,14 +48,37 @@ def test_preprocessing_flags_default_to_imagenet_normalization():
         ({"mean": "a,b,c"}, r"--mean 'a,b,c': expected 3 comma-separated numbers"),
         ({"mean": "0.5,nan,0.5"}, r"--mean values must be finite numbers"),
         ({"resize": 200, "crop": 224}, r"--crop 224 is larger than --resize 200: the centre crop must fit"),
-        ({"crop": 384}, r"--crop 384 is larger than --resize 256; you gave --crop only, so pass --resize too"),
-        ({"resize": 128}, r"--crop 224 is larger than --resize 128; you gave --resize only, so pass --crop too"),
         ({"resize": 64, "crop": 0}, r"--crop must be at least 1, got 0"),
     ],
 )
 def test_bad_preprocessing_flags_are_refused(flags, message):
     with pytest.raises(SettingsError, match=message):
         recipe_from_flags(**flags)
+
+
+@pytest.mark.parametrize(
+    "flags, arch, message",
+    [
+        ({"crop": 384}, None, r"--crop 384 is larger than --resize 256; you gave --crop only, so pass --resize too"),
+        ({"resize": 128}, None, r"--crop 224 is larger than --resize 128; you gave --resize only, so pass --crop too"),
+        ({"resize": 200}, "resnet18", r"--crop 224 .* --resize 200; .* pass --crop too .*resnet18 weights recipe\)"),
+    ],
+)
+def test_one_size_flag_that_does_not_fit_the_recipes_other_size_is_refused(flags, arch, message):
+    from mar_builder.model.recipe_sources import resolve_recipe
+
+    with pytest.raises(SettingsError, match=message):
+        resolve_recipe(recipe_from_flags(**flags), tuple(flags), TinyCNN(), arch=arch)
+
+
+def test_one_size_flag_that_fits_the_transforms_own_recipe_is_accepted():
+    import torchvision.transforms as T
+
+    from mar_builder.model.recipe_sources import resolve_recipe
+
+    transform = T.Compose([T.Resize(160), T.CenterCrop(128), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
+    recipe = resolve_recipe(recipe_from_flags(resize=160), ("resize",), TinyCNN(), transforms=transform)
+    assert recipe.resize == (160,) and recipe.crop == (128, 128)
 
 
 @pytest.mark.parametrize(
