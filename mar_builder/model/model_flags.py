@@ -41,8 +41,9 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     network.add_argument(
         "--arch",
         metavar="NAME",
-        help="a torchvision classification architecture, e.g. resnet50; "
-        "built with weights=None and num_classes=len(classes)",
+        help="a torchvision classification architecture, e.g. resnet50; built as get_model(NAME, "
+        "weights=DEFAULT) builds it (nothing downloaded), with num_classes=len(classes), and served with the "
+        "recipe of those weights (see --no-weights-recipe)",
     )
     network.add_argument(
         "--model-file",
