@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple, Type
 
 import torch
 from torch import nn
@@ -93,13 +93,7 @@ def build_from_model_file(spec: str, kwargs: Dict[str, Any]) -> nn.Module:
     run) with its folder on sys.path, so it may import its neighbours. Only the export needs it:
     the exported .pt holds the network's code.
     """
-    path_text, colon, name = spec.rpartition(":")
-    if not colon or not path_text or not name.isidentifier():
-        raise ModelSourceError(f"--model-file {spec!r}: expected path/to/file.py:ClassName")
-    path = Path(path_text)
-    if not path.is_file():
-        raise ModelSourceError(f"--model-file: {path}: {'not a file' if path.exists() else 'no such file'}")
-    module = import_file(path, "--model-file")
+    path, module, name = import_spec(spec, "--model-file", "ClassName", ModelSourceError)
     factory = getattr(module, name, None)
     if factory is None or not callable(factory):
         defined = sorted(
@@ -182,6 +176,19 @@ def check_exported_pt(path: Path, module: torch.jit.ScriptModule | None = None) 
         if not torch.allclose(batched, probabilities, atol=1e-5, rtol=1e-4):
             raise ModelSourceError(f"--pt: {path}'s preprocess + classify differs from its forward on a {h}x{w} image")
     return class_names
+
+
+def import_spec(spec: str, flag: str, expected: str, error: Type[Exception]) -> Tuple[Path, ModuleType, str]:
+    """`path/to/file.py:NAME` given to `flag`: the file's path, the file imported (import_file) and NAME.
+    Raises `error` for text that is not of that form or a file that is not there (`expected` names NAME's kind
+    in the message), ModelSourceError for an import that fails."""
+    path_text, colon, name = spec.rpartition(":")
+    if not colon or not path_text or not name.isidentifier():
+        raise error(f"{flag} {spec!r}: expected path/to/file.py:{expected}")
+    path = Path(path_text)
+    if not path.is_file():
+        raise error(f"{flag}: {path}: {'not a file' if path.exists() else 'no such file'}")
+    return path, import_file(path, flag), name
 
 
 def import_file(path: Path, flag: str) -> ModuleType:

@@ -26,15 +26,9 @@ CARRIED_PHOTOS = REPO_ROOT / "samples"  # what every check runs on, with --check
 def load_transform(spec: str) -> Any:
     """`path/to/file.py:NAME`: a transform object, or a function returning one (called with no arguments).
     Raises SettingsError naming what is wrong: a file that fails to import, a NAME that is not there."""
-    from .model_sources import import_file
+    from .model_sources import import_spec
 
-    path_text, colon, name = spec.rpartition(":")
-    if not colon or not path_text or not name.isidentifier():
-        raise SettingsError(f"--transforms {spec!r}: expected path/to/file.py:NAME")
-    path = Path(path_text)
-    if not path.is_file():
-        raise SettingsError(f"--transforms: {path}: {'not a file' if path.exists() else 'no such file'}")
-    module = import_file(path, "--transforms")
+    path, module, name = import_spec(spec, "--transforms", "NAME", SettingsError)
     if not hasattr(module, name):
         found = sorted(k for k, v in vars(module).items() if not k.startswith("_") and _looks_like_transform(v))
         hint = f"; transforms it defines: {', '.join(found)}" if found else ""

@@ -81,14 +81,7 @@ class TorchServeClient:
         content_type: str = "application/octet-stream",
         timeout: float = 60.0,
     ) -> Response:
-        return self.request(
-            "POST",
-            f"{self.inference_url}/predictions/{model}",
-            body,
-            {"Content-Type": content_type},
-            api="inference",
-            timeout=timeout,
-        )
+        return self._post_inference(f"predictions/{model}", body, content_type, timeout)
 
     def explain(
         self,
@@ -98,14 +91,11 @@ class TorchServeClient:
         timeout: float = 120.0,
     ) -> Response:
         """POST /explanations/<model>: the handler's {"label", "probability", "attributions"} per image."""
-        return self.request(
-            "POST",
-            f"{self.inference_url}/explanations/{model}",
-            body,
-            {"Content-Type": content_type},
-            api="inference",
-            timeout=timeout,
-        )
+        return self._post_inference(f"explanations/{model}", body, content_type, timeout)
+
+    def _post_inference(self, route: str, body: bytes, content_type: str, timeout: float) -> Response:
+        headers = {"Content-Type": content_type}
+        return self.request("POST", f"{self.inference_url}/{route}", body, headers, api="inference", timeout=timeout)
 
     def ping(self) -> Response:
         # TorchServe 0.12 guards /ping with the inference key too.
