@@ -69,10 +69,10 @@ def test_the_int8_archive_records_precision_photos_and_agreement(tmp_path, capsy
 def test_a_target_not_reached_packs_nothing(tmp_path, capsys, monkeypatch):
     from mar_builder.model import int8_quantize
 
-    # On these 60 photos plain int8 changes some of the 30 held-out answers, and one round of accuracy
+    # On these 120 photos plain int8 changes some of the 60 held-out answers, and one round of accuracy
     # control does not bring them all back.
     monkeypatch.setattr(int8_quantize, "MAX_ACCURACY_CONTROL_ROUNDS", 1)
-    photos = write_photos(tmp_path / "photos", 60)
+    photos = write_photos(tmp_path / "photos", 120)
     store = tmp_path / "store"
     argv = ["build", "--model-store", store, "--name", "small", "--precision", "int8", "--calibration", photos]
     code, err = run([*argv, "--min-agreement", "1", *model_files(tmp_path / "m")], capsys)

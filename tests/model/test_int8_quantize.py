@@ -52,14 +52,76 @@ def test_accuracy_control_keeps_the_costliest_operations_in_fp32_until_the_targe
 
 
 def test_a_target_not_reached_is_refused_and_nothing_is_written(fp32, tmp_path):
-    _, onnx_path, split = fp32
+    """On 120 photos one round of accuracy control leaves one of the 60 held-out answers changed."""
+    pt, onnx_path, _ = fp32
+    split = load_calibration_split(write_photos(tmp_path / "more_photos", 120), pt)
     output = tmp_path / "int8" / "classify.onnx"
     output.parent.mkdir()
     with pytest.raises(
         ExportError,
-        match=r"int8 reached top-1 agreement 0\.\d{4} with fp32 on 30 held-out photos \(\d+ of \d+ convolutions and "
+        match=r"int8 reached top-1 agreement 0\.\d{4} with fp32 on 60 held-out photos \(\d+ of \d+ convolutions and "
         r"matrix products in int8 after at most 1 rounds of accuracy control\), below --min-agreement 1: "
         r"nothing packed",
     ):
         quantize_classify(onnx_path, split, 1.0, output, max_rounds=1)
     assert list(output.parent.iterdir()) == []
+
+
+def test_every_quantized_convolution_and_addition_runs_as_an_int8_kernel_in_onnx_runtime(tmp_path):
+    """A MobileNetV2 (ReLU6, depthwise convolutions, linear bottlenecks and residual additions, like the default
+    EfficientNet-Lite0): in ONNX Runtime's optimized graph no Conv or Add is left in float."""
+    from torchvision.models import mobilenet_v2
+
+    from mar_builder.model.export import export_predictor
+    from mar_builder.model.predictor import Predictor
+    from mar_builder.model.recipe import Recipe
+
+    torch.manual_seed(0)
+    network = mobilenet_v2(num_classes=5, width_mult=0.25).eval()
+    predictor = Predictor(network, [f"c{i}" for i in range(5)], Recipe(resize=(40,), crop=(32, 32)))
+    export_predictor(predictor, tmp_path / "m.pt")
+    pt = load(tmp_path / "m.pt")
+    onnx_path = export_onnx(pt, tmp_path / "classify.onnx")
+    split = load_calibration_split(write_photos(tmp_path / "photos", 20), pt)
+    result = quantize_classify(onnx_path, split, 0.01, tmp_path / "int8" / "classify.onnx")
+    model = onnx.load(str(result.path))
+    convolutions = sum(node.op_type == "Conv" for node in model.graph.node)
+    additions = sum(node.op_type == "Add" for node in model.graph.node)
+    assert result.int8_operations == convolutions + 1  # and the classifier's Gemm
+    quantizers = [node for node in model.graph.node if node.op_type == "QuantizeLinear"]
+    assert {_zero_point_type(model, node) for node in quantizers} == {np.uint8}
+
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnxruntime.InferenceSession(str(result.path), options, providers=["CPUExecutionProvider"])
+    optimized = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert (optimized.count("QLinearConv"), optimized.count("QLinearAdd")) == (convolutions, additions)
+    assert not {"Conv", "FusedConv", "Add"} & set(optimized)
+
+
+def test_unsigned_activations_dequantize_to_the_same_values(fp32, tmp_path):
+    """int8 zero point z and uint8 zero point z + 128 over the same scale: the same answers, bit for bit."""
+    import nncf
+
+    from mar_builder.model.int8_quantize import unsigned_activations
+
+    _, onnx_path, split = fp32
+    signed = nncf.quantize(onnx.load(str(onnx_path)), nncf.Dataset(split.calibration, lambda c: {"images": c[None]}))
+    assert any(_zero_point_type(signed, n) == np.int8 for n in signed.graph.node if n.op_type == "QuantizeLinear")
+    crops = np.stack(split.held_out)
+    before = _run(signed, crops)
+    unsigned = unsigned_activations(signed)
+    assert all(_zero_point_type(unsigned, n) == np.uint8 for n in unsigned.graph.node if n.op_type == "QuantizeLinear")
+    np.testing.assert_array_equal(_run(unsigned, crops), before)
+
+
+def _zero_point_type(model, node):
+    from onnx import numpy_helper
+
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    return numpy_helper.to_array(initializers[node.input[2]]).dtype.type
+
+
+def _run(model, crops):
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": crops})[0]
