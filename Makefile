@@ -9,7 +9,7 @@ CLIENTS_VENV := .venv-clients
 CLIENTS_STAMP := $(CLIENTS_VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv java build demo serve predict stop test lint clean scale soak bench validate
+.PHONY: venv java nginx build demo serve predict stop test lint clean scale soak bench validate
 
 venv: $(STAMP) $(CLIENTS_STAMP)
 
@@ -34,6 +34,10 @@ $(CLIENTS_STAMP): requirements-clients.txt
 
 java:
 	@scripts/ensure_java.sh
+
+# Debian's nginx for the nginx front's e2e tests (docs/security.md); installed, never left running.
+nginx:
+	@scripts/ensure_nginx.sh
 
 model_store/classifier.mar: $(STAMP) $(wildcard mar_builder/*.py mar_builder/model/*.py mar_builder/archive/*.py handler/*)
 	./build_mar.sh
@@ -111,7 +115,7 @@ $(IMAGE_STAMP): requirements-image.txt
 	  -r requirements-image.txt
 	touch $@
 
-test: venv image-venv java lint
+test: venv image-venv java nginx lint
 	$(PY) -m pytest
 
 lint: venv
