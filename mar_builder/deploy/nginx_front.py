@@ -140,6 +140,8 @@ def nginx_conf(settings: FrontSettings) -> str:
         else ""
     )
     v = f"(/versions/{MODEL_NAME})?"  # TorchServe's optional /versions/<version> of the v2 routes
+    too_large = f"the body is over {settings.max_body_bytes} bytes (max_request_size)"
+    headers_too_large = f"a header line is over {HEADER_BUFFER}B, or all over {HEADER_BUFFERS} x {HEADER_BUFFER}B"
     return f"""\
 # Written by `mar-builder deploy nginx` from TorchServe's settings: do not edit, write it again.
 # Run: nginx -p <this folder> -c {CONF_FILE} -e logs/error.log   (foreground; `-s quit` with the same -p/-c stops it)
@@ -225,10 +227,10 @@ http {{
         location / {{ return 404; }}
 
         location @body_too_large {{
-            {_json_error(413, "RequestTooLarge", f"the body is over {settings.max_body_bytes} bytes (max_request_size)")}
+            {_json_error(413, "RequestTooLarge", too_large)}
         }}
         location @headers_too_large {{
-            {_json_error(431, "RequestHeaderFieldsTooLarge", f"a header line is over {HEADER_BUFFER}B, or all headers over {HEADER_BUFFERS} x {HEADER_BUFFER}B")}
+            {_json_error(431, "RequestHeaderFieldsTooLarge", headers_too_large)}
         }}
         location @bad_request {{
             {_json_error(400, "BadRequest", "nginx could not parse the request")}
