@@ -168,6 +168,7 @@ http {{
     proxy_request_buffering on;
     # Headers: request line and each header line at most {HEADER_BUFFER}, all of them at most
     # {HEADER_BUFFERS} x {HEADER_BUFFER} (Netty's limits in TorchServe's frontend: 4096 and 8192 bytes).
+    # Over them: 431 (JSON) for headers, nginx's own 414 for the request line.
     client_header_buffer_size 1k;
     large_client_header_buffers {HEADER_BUFFERS} {HEADER_BUFFER};
     client_header_timeout {CLIENT_HEADER_TIMEOUT_S}s;
@@ -202,10 +203,10 @@ http {{
 
         error_page 400 @bad_request;
         error_page 413 @body_too_large;
-        error_page 414 =414 @uri_too_long;
         error_page 494 =431 @headers_too_large;
         error_page 501 @not_implemented;
-        error_page 502 504 @torchserve_unavailable;
+        error_page 502 =503 @torchserve_unavailable;
+        error_page 504 @torchserve_timeout;
         error_page 404 @not_found;
         error_page 405 @method_not_allowed;
 
@@ -235,14 +236,14 @@ http {{
         location @bad_request {{
             {_json_error(400, "BadRequest", "nginx could not parse the request")}
         }}
-        location @uri_too_long {{
-            {_json_error(414, "URITooLong", f"the request line is over {HEADER_BUFFER}B")}
-        }}
         location @not_implemented {{
             {_json_error(501, "NotImplemented", "a Transfer-Encoding other than chunked")}
         }}
         location @torchserve_unavailable {{
-            {_json_error(503, "ServiceUnavailable", "TorchServe did not answer")}
+            {_json_error(503, "ServiceUnavailable", "TorchServe is not reachable")}
+        }}
+        location @torchserve_timeout {{
+            {_json_error(504, "GatewayTimeout", f"TorchServe did not answer within {settings.upstream_timeout_s} s")}
         }}
         location @not_found {{
             {_json_error(404, "NotFound", "not an inference route: /predictions, /explanations, /v1, /v2, /ping")}
