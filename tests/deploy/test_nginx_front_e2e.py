@@ -6,9 +6,11 @@ test_untrusted_input_e2e.py (the `served` fixture); this file tests what the fro
 import getpass
 import json
 import os
+import subprocess
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from image_variants import SAMPLES
 from raw_http import exchange, request_bytes
 from request_forms import b64, instances, json_request
@@ -207,3 +209,24 @@ def test_a_front_whose_torchserve_is_down_answers_503_in_json(tmp_path):
             "RequestTooLarge",
         )
     assert not (tmp_path / "front" / "nginx.pid").exists()  # stopped
+
+
+def test_with_tls_the_front_speaks_https_only(server, tmp_path):
+    cert, tls_key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tls_key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    (listen,) = free_ports(1)
+    user = ["--user", getpass.getuser()] if os.geteuid() == 0 else []
+    tls = ["--tls-cert", str(cert), "--tls-key", str(tls_key), "--config", str(server.config), *user]
+    assert main(["deploy", "nginx", "--out", str(tmp_path / "front"), "--listen", f"127.0.0.1:{listen}", *tls]) == 0
+    with NginxFront(tmp_path / "front", "127.0.0.1", listen):
+        url = f"https://127.0.0.1:{listen}/predictions/{MODEL}"
+        auth = {"Authorization": f"bearer {server.client.token('inference')}", **OCTET}
+        answer = requests.post(url, data=ROCKET, headers=auth, verify=str(cert), timeout=60)
+        assert answer.status_code == 200 and answer.json() == server.client.predict(MODEL, ROCKET).json()
+        plain = exchange(listen, request_bytes("POST", f"/predictions/{MODEL}", auth, ROCKET), 1)[0]
+        assert plain.status == 400 and b"plain HTTP request was sent to HTTPS port" in plain.body
