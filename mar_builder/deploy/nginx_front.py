@@ -149,7 +149,7 @@ def nginx_conf(settings: FrontSettings) -> str:
 {user}daemon off;
 worker_processes 1;
 pid nginx.pid;
-error_log logs/error.log warn;
+error_log logs/error.log error;  # not warn: every body over 128 KB would log its temporary file
 events {{ worker_connections 1024; }}
 
 http {{
