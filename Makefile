@@ -46,15 +46,16 @@ build: model_store/classifier.mar
 
 # The server targets act on this checkout's own TorchServe (`mar-builder serve`; its files in .torchserve/).
 # PORTS=BASE (BASE to BASE+4) or PORTS=auto and CONFIG=FILE choose where it listens; NAME= names archives.
-SERVE_FLAGS = $(if $(PORTS),--ports $(PORTS)) $(if $(CONFIG),--config $(CONFIG))
+# FRONT=HOST:PORT also starts the nginx front there (docs/security.md).
+SERVE_FLAGS = $(if $(PORTS),--ports $(PORTS)) $(if $(CONFIG),--config $(CONFIG)) $(if $(FRONT),--front $(FRONT))
 # NAME only from the command line: some shells export NAME (WSL: the host name).
 GIVEN_NAME = $(if $(filter command line,$(origin NAME)),$(NAME))
 MODEL_FLAG = $(if $(GIVEN_NAME),--model $(GIVEN_NAME))
 
-demo: venv java build
+demo: venv java $(if $(FRONT),nginx) build
 	scripts/demo.sh $(SERVE_FLAGS)
 
-serve: venv java
+serve: venv java $(if $(FRONT),nginx)
 	$(PY) -m mar_builder serve $(or $(GIVEN_NAME),classifier) $(SERVE_FLAGS)
 
 predict: venv

@@ -95,6 +95,6 @@ def nginx_front(server, tmp_path_factory) -> FrontedServer:
 
 
 @pytest.fixture(params=["torchserve", "nginx"])
-def served(request):
+def server_or_front(request):
     """The session's TorchServe, reached directly and through the nginx front: request forms are tested both ways."""
     return request.getfixturevalue("server" if request.param == "torchserve" else "nginx_front")

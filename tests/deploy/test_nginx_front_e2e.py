@@ -1,7 +1,7 @@
 """The nginx front (`deploy nginx`) with a real nginx before a real TorchServe: what it fixes, bounds and hides.
 
 The request forms themselves run through the front in tests/handler/test_request_forms_e2e.py and
-test_untrusted_input_e2e.py (the `served` fixture); this file tests what the front adds."""
+test_untrusted_input_e2e.py (the `server_or_front` fixture); this file tests what the front adds."""
 
 import getpass
 import json

@@ -20,9 +20,9 @@ CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
 
 @pytest.fixture
-def server(served):
+def server(server_or_front):
     """Every form goes to TorchServe directly and through the nginx front (`deploy nginx`, docs/security.md)."""
-    return served
+    return server_or_front
 
 
 @pytest.fixture(scope="module")
