@@ -29,9 +29,10 @@ HEADER_BUFFERS = 2
 CLIENT_HEADER_TIMEOUT_S = 10
 CLIENT_BODY_TIMEOUT_S = 30
 SEND_TIMEOUT_S = 30
-# TorchServe answers its own 408 after a model's responseTimeout; nginx waits a little longer than that.
+# TorchServe gives up on a worker after the model's responseTimeout (default_response_timeout when the model
+# sets none); nginx waits a little longer, so that TorchServe's own answer comes first.
 UPSTREAM_TIMEOUT_MARGIN_S = 10
-# TorchServe's model names (ModelArchive's check): a letter or digit, then letters, digits, '_', '-', '.'.
+# TorchServe's model names (torch-model-archiver's check): a letter or digit, then letters, digits, '_', '-', '.'.
 MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 CONF_FILE = "nginx.conf"
 
@@ -197,7 +198,7 @@ http {{
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_connect_timeout 5s;
         proxy_send_timeout {CLIENT_BODY_TIMEOUT_S}s;
-        # TorchServe's default_response_timeout plus {UPSTREAM_TIMEOUT_MARGIN_S} s: its own 408 comes first.
+        # TorchServe's default_response_timeout plus {UPSTREAM_TIMEOUT_MARGIN_S} s: its own answer comes first.
         proxy_read_timeout {settings.upstream_timeout_s}s;
         proxy_intercept_errors off;
 
