@@ -9,7 +9,7 @@ CLIENTS_VENV := .venv-clients
 CLIENTS_STAMP := $(CLIENTS_VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: venv java build demo serve predict stop test lint clean scale soak bench validate
+.PHONY: venv java nginx build demo serve predict stop test lint clean scale soak bench validate
 
 venv: $(STAMP) $(CLIENTS_STAMP)
 
@@ -35,6 +35,10 @@ $(CLIENTS_STAMP): requirements-clients.txt
 java:
 	@scripts/ensure_java.sh
 
+# Debian's nginx for the nginx front's e2e tests (docs/security.md); installed, never left running.
+nginx:
+	@scripts/ensure_nginx.sh
+
 model_store/classifier.mar: $(STAMP) $(wildcard mar_builder/*.py mar_builder/model/*.py mar_builder/archive/*.py handler/*)
 	./build_mar.sh
 
@@ -42,15 +46,16 @@ build: model_store/classifier.mar
 
 # The server targets act on this checkout's own TorchServe (`mar-builder serve`; its files in .torchserve/).
 # PORTS=BASE (BASE to BASE+4) or PORTS=auto and CONFIG=FILE choose where it listens; NAME= names archives.
-SERVE_FLAGS = $(if $(PORTS),--ports $(PORTS)) $(if $(CONFIG),--config $(CONFIG))
+# FRONT=HOST:PORT also starts the nginx front there (docs/security.md).
+SERVE_FLAGS = $(if $(PORTS),--ports $(PORTS)) $(if $(CONFIG),--config $(CONFIG)) $(if $(FRONT),--front $(FRONT))
 # NAME only from the command line: some shells export NAME (WSL: the host name).
 GIVEN_NAME = $(if $(filter command line,$(origin NAME)),$(NAME))
 MODEL_FLAG = $(if $(GIVEN_NAME),--model $(GIVEN_NAME))
 
-demo: venv java build
+demo: venv java $(if $(FRONT),nginx) build
 	scripts/demo.sh $(SERVE_FLAGS)
 
-serve: venv java
+serve: venv java $(if $(FRONT),nginx)
 	$(PY) -m mar_builder serve $(or $(GIVEN_NAME),classifier) $(SERVE_FLAGS)
 
 predict: venv
@@ -111,7 +116,7 @@ $(IMAGE_STAMP): requirements-image.txt
 	  -r requirements-image.txt
 	touch $@
 
-test: venv image-venv java lint
+test: venv image-venv java nginx lint
 	$(PY) -m pytest
 
 lint: venv

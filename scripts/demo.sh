@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: serve model_store/classifier.mar on this checkout's own TorchServe, classify the sample photos.
-# Arguments go to `mar-builder serve`: --ports BASE|auto, --config FILE, --model-store DIR.
+# Arguments go to `mar-builder serve`: --ports BASE|auto, --config FILE, --model-store DIR, --front HOST:PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python

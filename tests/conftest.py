@@ -1,5 +1,8 @@
 """Shared fixtures: tiny random classifiers for unit tests, the real default archive for e2e."""
 
+import getpass
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List
 
@@ -8,11 +11,12 @@ import torch
 from torch import nn
 
 from mar_builder.cli import main as build_main
+from mar_builder.deploy.nginx_process import NginxFront
 from mar_builder.model.default_model import DEFAULT_RECIPE
 from mar_builder.model.export import export_predictor
 from mar_builder.model.predictor import Predictor
 from mar_builder.model.recipe import Recipe
-from mar_builder.server.local_server import LocalTorchServe
+from mar_builder.server.local_server import LocalTorchServe, TorchServeClient, free_ports
 
 
 class TinyCNN(nn.Module):
@@ -63,3 +67,34 @@ def server(model_store, tmp_path_factory) -> LocalTorchServe:
     leave its workers as they are (no scaling, no killing)."""
     with LocalTorchServe(tmp_path_factory.mktemp("torchserve"), model_store) as running:
         yield running
+
+
+@dataclass(frozen=True)
+class FrontedServer:
+    """The session's TorchServe behind the nginx front that `deploy nginx` writes: `client` talks to nginx."""
+
+    torchserve: LocalTorchServe
+    front: NginxFront
+    client: TorchServeClient
+
+
+@pytest.fixture(scope="session")
+def nginx_front(server, tmp_path_factory) -> FrontedServer:
+    """Debian's nginx (make nginx) on a free loopback port, with the config `deploy nginx` derives from the
+    session server's settings; stopped at the end of the session."""
+    out = tmp_path_factory.mktemp("nginx-front")
+    port = free_ports(1)[0]
+    # As root nginx runs its workers as www-data, which cannot reach pytest's 0700 folders: keep this user.
+    user = ["--user", getpass.getuser()] if os.geteuid() == 0 else []
+    listen = f"127.0.0.1:{port}"
+    config = ["--config", str(server.config)]
+    assert build_main(["deploy", "nginx", "--out", str(out), "--listen", listen, *config, *user]) == 0
+    with NginxFront(out, "127.0.0.1", port) as front:
+        client = TorchServeClient(f"http://{listen}", server.client.management_url, server.client.key_file)
+        yield FrontedServer(server, front, client)
+
+
+@pytest.fixture(params=["torchserve", "nginx"])
+def server_or_front(request):
+    """The session's TorchServe, reached directly and through the nginx front: request forms are tested both ways."""
+    return request.getfixturevalue("server" if request.param == "torchserve" else "nginx_front")

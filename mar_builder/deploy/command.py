@@ -1,4 +1,5 @@
-"""`mar-builder deploy kserve|kubernetes`: the layout KServe mounts (config/, model-store/) and its manifests."""
+"""`mar-builder deploy kserve|kubernetes|nginx`: the layout KServe mounts (config/, model-store/) and its manifests;
+the nginx front is written by nginx_front.py."""
 
 import json
 import logging
@@ -14,7 +15,7 @@ import yaml
 
 from ..constants import DEFAULT_MODEL_NAME
 from ..errors import SettingsError
-from ..server.local_server import REPO_ROOT, read_properties, write_properties
+from ..server.local_server import CONFIG_FILE, REPO_ROOT, read_properties, write_properties
 from .dockerfile import DOCKERFILE, write_dockerfile
 from .manifests import (
     INFERENCE_PORT,
@@ -27,9 +28,11 @@ from .manifests import (
     kserve_manifests,
     kubernetes_manifests,
 )
+from .nginx_front import run_deploy_nginx
 
 logger = logging.getLogger("mar_builder")
 TARGETS = ("kserve", "kubernetes")
+NGINX = "nginx"  # a front for a running TorchServe, not a pod layout
 CONFIG_DIR = "config"
 MODEL_STORE_DIR = "model-store"
 MANIFEST_FILES = {"kserve": "inferenceservice.yaml", "kubernetes": "kubernetes.yaml"}
@@ -175,12 +178,19 @@ def missing_in_official_image(mar: Path) -> List[str]:
 
 
 def add_deploy_parser(commands: Any) -> None:
-    """Register `deploy kserve|kubernetes` on the command line's subparsers."""
-    deploy = commands.add_parser("deploy", help="write a KServe or Kubernetes layout and its manifests")
-    deploy.add_argument(
-        "target", choices=TARGETS, help="kserve: an InferenceService; kubernetes: Deployment, Service, HPA"
+    """Register `deploy kserve|kubernetes|nginx` on the command line's subparsers."""
+    deploy = commands.add_parser(
+        "deploy", help="write a KServe or Kubernetes layout and its manifests, or an nginx front for TorchServe"
     )
-    deploy.add_argument("--out", type=Path, required=True, help="folder to write (config/, model-store/, manifests)")
+    deploy.add_argument(
+        "target",
+        choices=TARGETS + (NGINX,),
+        help="kserve: an InferenceService; kubernetes: Deployment, Service, HPA; nginx: nginx.conf for a front that "
+        "exposes TorchServe's inference API only (docs/security.md)",
+    )
+    deploy.add_argument(
+        "--out", type=Path, required=True, help="folder to write (config/, model-store/, manifests; nginx.conf)"
+    )
     deploy.add_argument("--name", default=DEFAULT_MODEL_NAME, help="model and object name (default: %(default)s)")
     deploy.add_argument("--protocol", choices=("v1", "v2"), default="v1", help="KServe protocolVersion (default: v1)")
     deploy.add_argument("--mar", type=Path, help="the archive (default: model_store/<name>.mar)")
@@ -189,10 +199,32 @@ def add_deploy_parser(commands: Any) -> None:
     deploy.add_argument("--min-replicas", type=int, default=1)
     deploy.add_argument("--max-replicas", type=int, default=4)
     deploy.add_argument("--verbose", action="store_true", help="show tracebacks")
+    front = deploy.add_argument_group("nginx")
+    front.add_argument("--listen", default="", help="nginx: HOST:PORT clients connect to (0.0.0.0:8000), or PORT")
+    front.add_argument(
+        "--config",
+        type=Path,
+        default=CONFIG_FILE,
+        help="nginx: the TorchServe settings to front (default: %(default)s; `serve`'s: .torchserve/config.properties)",
+    )
+    front.add_argument("--user", default="", help="nginx: the user its workers run as when started as root")
+    front.add_argument("--tls-cert", type=Path, help="nginx: PEM certificate (chain); the front then speaks HTTPS")
+    front.add_argument("--tls-key", type=Path, help="nginx: the certificate's PEM private key")
 
 
 def run_deploy(args: Any) -> List[Path]:
-    """`deploy`: check the flags, write the layout and the manifests; SettingsError says what to fix."""
+    """`deploy`: check the flags, write the layout and the manifests (or nginx.conf); SettingsError says what to fix."""
+    nginx_only = {"--listen": args.listen, "--user": args.user, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key}
+    if args.target == NGINX:
+        pod_only = {"--mar": args.mar, "--storage-uri": args.storage_uri, "--image": args.image}
+        given = [flag for flag, value in pod_only.items() if value]
+        if given:
+            raise SettingsError(f"{', '.join(given)}: not for deploy nginx, which fronts a running TorchServe")
+        return run_deploy_nginx(args)
+    given = [flag for flag, value in nginx_only.items() if value]
+    if given or args.config != CONFIG_FILE:
+        given += ["--config"] if args.config != CONFIG_FILE else []
+        raise SettingsError(f"{', '.join(given)}: for deploy nginx only")
     if args.target == "kubernetes" and args.storage_uri:
         raise SettingsError(
             "--storage-uri is the InferenceService's (deploy kserve); a Deployment mounts the layout from a "

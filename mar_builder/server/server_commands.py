@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ServeError
-from . import checkout_server
+from . import checkout_front, checkout_server
 from .local_server import CONFIG_FILE, read_properties
 from .operate import checked, show_workers
 from .server_ports import ports_from
@@ -29,6 +29,12 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     serve.add_argument("--config", type=Path, default=CONFIG_FILE, help="TorchServe settings (default: %(default)s)")
     serve.add_argument("--model-store", type=Path, help="where the archives are (default: --config's model_store)")
     serve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for READY (default: %(default)s)")
+    serve.add_argument(
+        "--front",
+        metavar="HOST:PORT",
+        help="also start the nginx front on HOST:PORT (0.0.0.0:8000 exposes it): inference only, sizes bounded "
+        "(docs/security.md); `stop` stops it too",
+    )
     serve.set_defaults(run=run_serve)
     stop = commands.add_parser("stop", help="stop the TorchServe this checkout started, and only that one")
     stop.set_defaults(run=run_stop)
@@ -72,11 +78,20 @@ def run_serve(args: argparse.Namespace) -> None:
         logger.info("starting TorchServe for %s; its output goes to %s/console.log and %s/logs/", names, folder, folder)
         logger.info("waiting for the workers of %s to be READY (each worker loads the model: 10-60 s)", names)
 
+    if args.front:
+        checkout_front.check_listen(args.front)
     started = time.monotonic()
     ports = args.ports or "config"  # None: those of --config
     running = checkout_server.start(folder, store.resolve(), args.names, config, ports, args.timeout, starting)
     client = running.client
     logger.info("TorchServe (pid %d) serves %s, READY after %.0f s", running.pid, names, time.monotonic() - started)
+    if args.front:
+        try:
+            front = checkout_front.start_front(folder, running.properties, args.front)
+        except ServeError as e:
+            checkout_server.stop(running)
+            raise ServeError(f"the nginx front did not start, so TorchServe was stopped: {e}") from None
+        logger.info("  front       http://%s (nginx, pid %d): inference only", args.front, front.process.pid)
     logger.info("  inference   %s", client.inference_url)
     logger.info("  management  %s", client.management_url)
     logger.info("  metrics     %s", client.metrics_url)
@@ -89,6 +104,9 @@ def run_serve(args: argparse.Namespace) -> None:
 
 def run_stop(args: argparse.Namespace) -> None:
     folder = state_dir(args)
+    front = checkout_front.stop_front(folder)
+    if front is not None:
+        logger.info("stopped this checkout's nginx front (pid %d)", front)
     running = checkout_server.find_running(folder)
     if running is None:
         logger.info("no TorchServe of this checkout is running (state folder %s): nothing to stop", folder)

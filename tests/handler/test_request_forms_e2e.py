@@ -1,4 +1,5 @@
-"""Every request form docs/serving.md lists, through a real TorchServe: its own commands, a 5 MB photo."""
+"""Every request form docs/serving.md lists, through a real TorchServe, directly and behind the nginx front: its
+own commands, a 5 MB photo."""
 
 import base64
 import json
@@ -16,6 +17,12 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "classifier"
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+@pytest.fixture
+def server(server_or_front):
+    """Every form goes to TorchServe directly and through the nginx front (`deploy nginx`, docs/security.md)."""
+    return server_or_front
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Round 3 of untrusted input through a real TorchServe: phone and browser formats, bounded work, a bad
-body failing alone in a batch of good ones (a bounded fuzz), and the request forms real clients send."""
+body failing alone in a batch of good ones (a bounded fuzz), and the request forms real clients send (those
+directly and through the nginx front, `server_or_front`)."""
 
 import base64
 import gzip
@@ -126,10 +127,10 @@ def test_fuzzed_bodies_batched_beside_good_requests_fail_alone(server):
     assert any(int(requests_) > 1 for requests_, _, _ in batches), batches  # bad bodies did share batches
 
 
-def test_what_the_frontend_refuses_before_any_worker_sees_it(server):
+def test_what_the_frontend_refuses_before_any_worker_sees_it(server_or_front):
     # TorchServe's frontend (Netty's form decoder) answers these itself with a 500 that echoes the input:
-    # the handler never sees them. docs/security.md lists them; a front proxy cannot repair them either.
-    bad_escape = server.client.predict(MODEL, b"data=%zz" + b"A" * 100, "application/x-www-form-urlencoded")
+    # the handler never sees them. docs/security.md lists them; the nginx front passes the same 500 on.
+    bad_escape = server_or_front.client.predict(MODEL, b"data=%zz" + b"A" * 100, "application/x-www-form-urlencoded")
     boundary = "b"
     base64_part = (
         (
@@ -139,37 +140,37 @@ def test_what_the_frontend_refuses_before_any_worker_sees_it(server):
         + base64.b64encode(CAT_JPEG)
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    cte = server.client.predict(MODEL, base64_part, f"multipart/form-data; boundary={boundary}")
+    cte = server_or_front.client.predict(MODEL, base64_part, f"multipart/form-data; boundary={boundary}")
     for response in (bad_escape, cte):
         assert response.status == 500 and response.json()["type"] == "ErrorDataDecoderException", response.body[:200]
 
 
-def test_gzip_bodies_are_decoded_and_a_gzip_bomb_gets_413(server):
-    alone = server.client.predict(MODEL, CAT_JPEG).json()
-    url = f"{server.client.inference_url}/predictions/{MODEL}"
-    gzipped = server.client.request(
+def test_gzip_bodies_are_decoded_and_a_gzip_bomb_gets_413(server_or_front):
+    alone = server_or_front.client.predict(MODEL, CAT_JPEG).json()
+    url = f"{server_or_front.client.inference_url}/predictions/{MODEL}"
+    gzipped = server_or_front.client.request(
         "POST", url, gzip.compress(CAT_JPEG), {"Content-Type": OCTET, "Content-Encoding": "gzip"}, api="inference"
     )
     assert gzipped.status == 200 and gzipped.json() == pytest.approx(alone, abs=1e-4)
     bomb = gzip.compress(bytes(64 * 1024 * 1024))  # 65 KB that would be 64 MiB
-    response = server.client.request(
+    response = server_or_front.client.request(
         "POST", url, bomb, {"Content-Type": OCTET, "Content-Encoding": "gzip"}, api="inference"
     )
     assert response.status == 413 and response.json()["type"] == "BodyTooLarge", response.body[:300]
 
 
-def test_tritonclient_with_its_defaults_binary_tensors_both_ways(server):
+def test_tritonclient_with_its_defaults_binary_tensors_both_ways(server_or_front):
     import tritonclient.http as http
 
-    client = http.InferenceServerClient(server.client.inference_url.removeprefix("http://"))
+    client = http.InferenceServerClient(server_or_front.client.inference_url.removeprefix("http://"))
     images = http.InferInput("images", [2], "BYTES")
     images.set_data_from_numpy(np.array([CAT_JPEG, CAT_PNG], dtype=object))  # binary_data=True by default
     outputs = [http.InferRequestedOutput("labels"), http.InferRequestedOutput("probabilities")]  # binary too
-    headers = {"Authorization": f"Bearer {server.client.token('inference')}"}
+    headers = {"Authorization": f"Bearer {server_or_front.client.token('inference')}"}
     result = client.infer(MODEL, [images], outputs=outputs, headers=headers)
     labels, probabilities = result.as_numpy("labels"), result.as_numpy("probabilities")
     assert labels.shape == probabilities.shape == (2, 5) and probabilities.dtype == np.float32
-    label, reference = top1_and_probabilities(server.client.predict(MODEL, CAT_PNG))
+    label, reference = top1_and_probabilities(server_or_front.client.predict(MODEL, CAT_PNG))
     assert [row[0].decode() for row in labels] == [label, label]
     assert abs(float(probabilities[1, 0]) - reference[label]) < 1e-4
     plain = client.infer(MODEL, [images], headers=headers)  # no outputs asked for: JSON outputs
@@ -177,10 +178,10 @@ def test_tritonclient_with_its_defaults_binary_tensors_both_ways(server):
     client.close()
 
 
-def test_file_parts_without_a_filename_as_requests_and_curl_send_them(server, tmp_path):
-    alone = server.client.predict(MODEL, CAT_JPEG).json()
-    url = f"{server.client.inference_url}/predictions/{MODEL}"
-    auth = {"Authorization": f"Bearer {server.client.token('inference')}"}
+def test_file_parts_without_a_filename_as_requests_and_curl_send_them(server_or_front, tmp_path):
+    alone = server_or_front.client.predict(MODEL, CAT_JPEG).json()
+    url = f"{server_or_front.client.inference_url}/predictions/{MODEL}"
+    auth = {"Authorization": f"Bearer {server_or_front.client.token('inference')}"}
     response = requests.post(url, files={"image": (None, CAT_JPEG, "image/jpeg")}, headers=auth, timeout=60)
     assert response.status_code == 200 and response.json() == pytest.approx(alone, abs=1e-4), response.text[:300]
     photo = tmp_path / "photo.jpg"
@@ -193,11 +194,11 @@ def test_file_parts_without_a_filename_as_requests_and_curl_send_them(server, tm
     assert json.loads(out.stdout) == pytest.approx(alone, abs=1e-4), out.stdout[:300]
 
 
-def test_a_multipart_body_that_lost_its_boundary_says_so(server):
+def test_a_multipart_body_that_lost_its_boundary_says_so(server_or_front):
     body = (
         b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n' + CAT_JPEG + b"\r\n--b--\r\n"
     )
-    response = server.client.predict(MODEL, body, "multipart/form-data")
+    response = server_or_front.client.predict(MODEL, body, "multipart/form-data")
     assert response.status == 400 and "has no boundary= parameter" in response.json()["message"], response.body[:300]
 
 
