@@ -52,24 +52,36 @@ def write_photos(folder: Path, count: int, seed: int = 0) -> Path:
     return folder
 
 
-def small_network(seed: int = 0) -> nn.Module:
+def small_network(seed: int = 0, outliers: bool = False) -> nn.Module:
+    """SmallConvNet with seeded weights. `outliers`: the first two convolutions each get one output channel
+    of about 1000 that the next layer ignores (its weights zero). One scale per activation tensor then
+    leaves the other channels a level or two of int8 each, so int8 changes many answers, and putting one
+    layer back in fp32 does not bring them back: the refusal path, whatever NNCF's rounding."""
     namespace: dict = {}
     exec(NETWORK_PY, namespace)  # the same source the command-line tests give as --model-file
     torch.manual_seed(seed)
-    return namespace["SmallConvNet"](len(CLASSES)).eval()
+    network = namespace["SmallConvNet"](len(CLASSES)).eval()
+    if outliers:
+        convolutions = [m for m in network.features if isinstance(m, nn.Conv2d)]
+        with torch.no_grad():
+            for conv, following in zip(convolutions, convolutions[1:], strict=False):
+                conv.bias[0] = 1000.0
+                following.weight[:, 0] = 0.0
+    return network
 
 
-def small_pt(path: Path, seed: int = 0) -> Path:
-    """A verified Predictor .pt of small_network(seed) at RESIZE/CROP."""
-    export_predictor(Predictor(small_network(seed), CLASSES, Recipe(resize=(RESIZE,), crop=(CROP, CROP))), path)
+def small_pt(path: Path, seed: int = 0, outliers: bool = False) -> Path:
+    """A verified Predictor .pt of small_network(seed, outliers) at RESIZE/CROP."""
+    network = small_network(seed, outliers)
+    export_predictor(Predictor(network, CLASSES, Recipe(resize=(RESIZE,), crop=(CROP, CROP))), path)
     return path
 
 
-def model_files(folder: Path, seed: int = 0) -> list:
-    """build's flags for small_network(seed) given as the user's own files in `folder`."""
+def model_files(folder: Path, seed: int = 0, outliers: bool = False) -> list:
+    """build's flags for small_network(seed, outliers) given as the user's own files in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "network.py").write_text(NETWORK_PY)
-    torch.save(small_network(seed).state_dict(), folder / "weights.pt")
+    torch.save(small_network(seed, outliers).state_dict(), folder / "weights.pt")
     (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     return [
         *("--model-file", f"{folder / 'network.py'}:SmallConvNet", "--weights", str(folder / "weights.pt")),
