@@ -84,26 +84,30 @@ def add_precision_flags(build: argparse.ArgumentParser) -> None:
     int8.add_argument(
         "--min-agreement",
         type=float,
-        default=DEFAULT_MIN_AGREEMENT,
         metavar="FRACTION",
-        help="the top-1 agreement with fp32 that int8 must reach on the held-out photos, or nothing is packed "
-        "(default: %(default)s)",
+        help="the top-1 agreement with fp32 that int8 must reach on the held-out photos and on all of them, or "
+        f"nothing is packed (default: {DEFAULT_MIN_AGREEMENT})",
     )
 
 
 def check_precision_flags(args: argparse.Namespace) -> None:
     """Refuse what int8 cannot be before anything is exported; raises SettingsError."""
     if args.precision != INT8:
-        if args.calibration is not None:
-            raise SettingsError("--calibration goes with --precision int8")
+        for flag, value in (("--calibration", args.calibration), ("--min-agreement", args.min_agreement)):
+            if value is not None:
+                raise SettingsError(f"{flag} goes with --precision int8")
         return
     if args.runtime == TORCHSCRIPT:
         raise SettingsError(f"--precision int8 runs classify in {ONNXRUNTIME}: drop --runtime {TORCHSCRIPT}")
     if args.calibration is None:
         raise SettingsError("--precision int8 needs --calibration DIR: a folder of your photos to calibrate on")
-    if not args.calibration.is_dir():
-        raise SettingsError(f"--calibration {args.calibration}: not a folder")
+    if args.min_agreement is None:
+        args.min_agreement = DEFAULT_MIN_AGREEMENT
     check_min_agreement(args.min_agreement)
+    # Counted by name now, decoded after the export: an empty or small folder is refused in a second.
+    from .model.calibration_photos import check_photo_count, image_files
+
+    check_photo_count(args.calibration, len(image_files(args.calibration)))
 
 
 def build_predictor() -> "Predictor":

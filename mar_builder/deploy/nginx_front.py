@@ -35,6 +35,7 @@ UPSTREAM_TIMEOUT_MARGIN_S = 10
 # TorchServe's model names (torch-model-archiver's check): a letter or digit, then letters, digits, '_', '-', '.'.
 MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 CONF_FILE = "nginx.conf"
+PID_FILE = "nginx.pid"  # nginx writes it once every listening socket is bound
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class FrontSettings:
     upstream_timeout_s: int  # proxy_read_timeout: default_response_timeout plus a margin
     tls_cert: Path | None = None  # a PEM certificate (chain): nginx then speaks HTTPS only
     tls_key: Path | None = None  # its private key
-    user: str = ""  # nginx's `user` for its workers when started as root ("": nginx's default, www-data on Debian)
+    user: str = ""  # nginx's `user` for its workers when started as root ("": nginx's built-in default, nobody)
 
     def __post_init__(self) -> None:
         if not 1 <= self.listen_port <= 65535:
@@ -149,7 +150,7 @@ def nginx_conf(settings: FrontSettings) -> str:
 # Only TorchServe's inference API is proxied; management and metrics are not (docs/security.md).
 {user}daemon off;
 worker_processes 1;
-pid nginx.pid;
+pid {PID_FILE};
 error_log logs/error.log error;  # not warn: every body over 128 KB would log its temporary file
 events {{ worker_connections 1024; }}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ServeError
-from .nginx_front import CONF_FILE
+from .nginx_front import CONF_FILE, PID_FILE
 
 NGINX_FALLBACK = Path("/usr/sbin/nginx")  # Debian's, where root's PATH has it and others' may not
 
@@ -42,6 +42,9 @@ class NginxFront:
         check = subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=30)
         if check.returncode != 0:
             raise ServeError(f"nginx refused {self.prefix / CONF_FILE}: {check.stderr.strip()}")
+        self._check_port_free()
+        pid_file = self.prefix / PID_FILE
+        pid_file.unlink(missing_ok=True)
         log = open(self.prefix / "logs" / "console.log", "wb")
         with log:
             self.process = subprocess.Popen(
@@ -52,13 +55,26 @@ class NginxFront:
             if self.process.poll() is not None:
                 self.process = None
                 raise ServeError(f"nginx exited while starting: {self.error_tail()}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
+            # nginx writes its pid file once it has bound every listening socket: then the one answering
+            # on host:port is this nginx, not another server that held the port first.
+            if _pid_in(pid_file) == self.process.pid:
+                try:
+                    socket.create_connection((self.host, self.port), timeout=1).close()
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.1)
         self.stop()
         raise ServeError(f"nginx did not listen on {self.host}:{self.port} within {timeout:.0f} s")
+
+    def _check_port_free(self) -> None:
+        """ServeError when something already listens on host:port (nginx would retry for 2 s, then exit)."""
+        with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx binds: TIME_WAIT is no owner
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as e:
+                raise ServeError(f"cannot start the nginx front on {self.host}:{self.port}: {e.strerror}") from None
 
     def error_tail(self, lines: int = 5) -> str:
         path = self.prefix / "logs" / "error.log"
@@ -86,3 +102,10 @@ class NginxFront:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _pid_in(path: Path) -> "int | None":
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None

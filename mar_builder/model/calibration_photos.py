@@ -59,6 +59,22 @@ def decode_upright_rgb(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.asarray(upright).copy()).permute(2, 0, 1)
 
 
+def check_photo_count(folder: Path, readable: int, unreadable: int | None = None) -> None:
+    """Raise SettingsError when `readable` photos are too few for both halves of the split. `unreadable`:
+    how many failed to decode (None: not decoded yet, the photos counted by name)."""
+    needed = MIN_PHOTOS_PER_SPLIT * HOLDOUT_EVERY
+    if readable >= needed:
+        return
+    if unreadable is None:
+        found = f"{readable} files named as images"
+    else:
+        found = f"{readable} readable photos" + (f" ({unreadable} unreadable skipped)" if unreadable else "")
+    raise SettingsError(
+        f"--calibration {folder}: {found}; int8 needs at least {needed}, half to calibrate and half held out to "
+        "measure agreement with fp32 (a few hundred make the measure finer)"
+    )
+
+
 def load_calibration_split(folder: Path, predictor: torch.jit.ScriptModule) -> CalibrationSplit:
     """Decode every photo under `folder`, preprocess it with `predictor.preprocess` (the .pt's own resize,
     crop and normalization), and split the crops every HOLDOUT_EVERY-th into held-out.
@@ -79,13 +95,7 @@ def load_calibration_split(folder: Path, predictor: torch.jit.ScriptModule) -> C
             crops.append(predictor.preprocess(image).numpy())
     for name, reason in unreadable:
         logger.warning("--calibration: %s is unreadable (%s); skipped", name, reason)
-    needed = MIN_PHOTOS_PER_SPLIT * HOLDOUT_EVERY
-    if len(crops) < needed:
-        skipped = f" ({len(unreadable)} unreadable skipped)" if unreadable else ""
-        raise SettingsError(
-            f"--calibration {folder}: {len(crops)} readable photos{skipped}; int8 needs at least {needed}, half to "
-            f"calibrate and half held out to measure agreement with fp32 (a few hundred make the measure finer)"
-        )
+    check_photo_count(folder, len(crops), len(unreadable))
     held_out = crops[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY]
     calibration = [crop for i, crop in enumerate(crops) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
     logger.info(

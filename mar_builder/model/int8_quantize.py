@@ -221,6 +221,11 @@ def unsigned_activations(model: Any) -> Any:
     kept = [info for info in graph.value_info if info.name not in retyped]
     del graph.value_info[:]
     graph.value_info.extend(kept)
+    # The int8 zero points nothing reads any more (ONNX Runtime would warn about each, in every worker).
+    read = {name for node in graph.node for name in node.input}
+    used = [tensor for tensor in graph.initializer if tensor.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(used)
     return model
 
 

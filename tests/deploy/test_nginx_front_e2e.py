@@ -6,6 +6,7 @@ test_untrusted_input_e2e.py (the `server_or_front` fixture); this file tests wha
 import getpass
 import json
 import os
+import socket
 import subprocess
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from request_forms import b64, instances, json_request
 from mar_builder.cli import main
 from mar_builder.deploy.nginx_front import TORCHSERVE_MAX_REQUEST_SIZE
 from mar_builder.deploy.nginx_process import NginxFront
+from mar_builder.errors import ServeError
 from mar_builder.server.local_server import free_ports
 
 pytestmark = pytest.mark.e2e
@@ -230,3 +232,16 @@ def test_with_tls_the_front_speaks_https_only(server, tmp_path):
         assert answer.status_code == 200 and answer.json() == server.client.predict(MODEL, ROCKET).json()
         plain = exchange(listen, request_bytes("POST", f"/predictions/{MODEL}", auth, ROCKET), 1)[0]
         assert plain.status == 400 and b"plain HTTP request was sent to HTTPS port" in plain.body
+
+
+def test_a_port_already_taken_is_refused_and_no_nginx_is_left(tmp_path):
+    """Another server holds the port: start() says so, rather than taking that server's answers for nginx's."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        out = tmp_path / "front"
+        assert main(["deploy", "nginx", "--out", str(out), "--listen", f"127.0.0.1:{port}"]) == 0
+        with pytest.raises(ServeError, match=rf"nginx front on 127\.0\.0\.1:{port}: Address already in use"):
+            NginxFront(out, "127.0.0.1", port).start()
+    assert not (out / "logs" / "console.log").exists()  # refused before nginx was started
