@@ -1,10 +1,11 @@
 """int8 classify.onnx: NNCF's post-training quantization with accuracy control, on the user's own photos.
 
 NNCF (`nncf.quantize_with_accuracy_control`, docs/int8.md says why this library) quantizes classify.onnx
-with the calibration photos, measures top-1 agreement with the fp32 file on the held-out photos, and
-while the agreement is below the target puts back in fp32 the groups of operations whose quantization
+with the calibration photos, measures top-1 agreement with the fp32 file on all the photos, and while
+the agreement is below the target puts back in fp32 the groups of operations whose quantization
 costs the most agreement. This module gives it the photos and the metric, then measures the result
-itself, as a worker runs it, and refuses it when the target is not reached.
+itself, as a worker runs it, and refuses it when the target is not reached on the held-out photos or
+on all of them.
 
 Two steps around NNCF make the file run as int8 kernels in ONNX Runtime, not as float operations between
 QuantizeLinear/DequantizeLinear pairs: ONNX Runtime's own quantization preprocessing first (it folds the
@@ -32,8 +33,8 @@ WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Accuracy control's rounds at most (each puts one group of operations back in fp32, or steps back):
 # beyond this much fp32 an int8 archive keeps little of its speed, so the build is refused instead.
 MAX_ACCURACY_CONTROL_ROUNDS = 24
-# Held-out photos that rank the groups of operations (NNCF's ranking_subset_size): those whose answers
-# int8 moves most. Each of the ~50 groups of EfficientNet-Lite0 is ranked by running them once.
+# Photos that rank the groups of operations (NNCF's ranking_subset_size): those whose answers int8
+# moves most. Each of the ~50 groups of EfficientNet-Lite0 is ranked by running them once.
 RANKING_PHOTOS = 16
 # Top-1 agreement alone ties almost every group (few photos change class), so the metric NNCF ranks by
 # subtracts this much times the mean total variation distance to fp32's probabilities: less than one
