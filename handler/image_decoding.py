@@ -30,6 +30,12 @@ MAX_ASPECT_RATIO = 200
 # Formats decoded at full resolution (all but JPEG and JPEG 2000) at most this many pixels: 40 MP of PNG,
 # GIF or lossless WebP cost a worker 1.4-1.7 s of CPU, 24 MP about 1 s (docs/security.md).
 DEFAULT_MAX_FULL_DECODE_PIXELS = 24_000_000
+# Full-resolution decoders that cost more per pixel than PNG's, GIF's and WebP's: their limit is
+# max_full_decode_pixels divided by this. AVIF (libavif and dav1d, in Pillow's wheels) took 2.9 s of CPU
+# for 24 MP of noise, 2.4 times lossless WebP's 1.2 s: 8 MP of it stays near 1 s. HEIC costs as much a
+# pixel (1.5 s for 12 MP) but keeps the full limit: iPhones write 12 and 24 MP HEIC by default, and a
+# third would refuse their photos (docs/security.md gives its worst case).
+FULL_DECODE_COST = {"AVIF": 3}
 # A JPEG 2000 decodes at the lowest resolution level that keeps its short side >= min_side, and lower
 # still down to this many pixels: OpenJPEG took 6.4 s for 12 MP of noise here, about 0.5 us a pixel
 # (docs/security.md). One with too few resolution levels to get there is refused.
@@ -83,10 +89,17 @@ def _decode(data: bytes, max_pixels: int, min_side: int | None, max_full_decode_
         return fast if fast is not None else _pixels(image, min_side)
     if image.format == "JPEG2000":
         _reduce_jpeg2000(image, data, min_side)
-    elif width * height > max_full_decode_pixels:
+    elif width * height > max_full_decode_pixels // FULL_DECODE_COST.get(image.format, 1):
+        cost = FULL_DECODE_COST.get(image.format, 1)
+        found = f"{image.format} image is {width}x{height} = {width * height} pixels"
+        if cost == 1:
+            raise ImageTooLarge(
+                f"{found}; formats decoded at full resolution (all but JPEG) are limited to {max_full_decode_pixels} "
+                "(handler.max_full_decode_pixels): send a JPEG"
+            )
         raise ImageTooLarge(
-            f"{image.format} image is {width}x{height} = {width * height} pixels; formats decoded at full resolution "
-            f"(all but JPEG) are limited to {max_full_decode_pixels} (handler.max_full_decode_pixels): send a JPEG"
+            f"{found}; {image.format} decodes at full resolution at about {cost} times the cost of PNG, and is "
+            f"limited to {max_full_decode_pixels // cost} (handler.max_full_decode_pixels / {cost}): send a JPEG"
         )
     return _pixels(image, None)
 

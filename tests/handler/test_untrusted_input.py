@@ -89,6 +89,20 @@ def test_a_jpeg2000_that_cannot_be_reduced_is_bounded_in_decoded_pixels(monkeypa
     assert decode_image(jpeg2000(CAT.resize((902, 600)), levels=2), min_side=600).shape == (3, 300, 451)
 
 
+def test_avif_is_limited_to_a_third_of_the_full_decode_pixels():
+    """AVIF costs about three times PNG's CPU a pixel: its limit is max_full_decode_pixels / 3."""
+    data = avif(CAT.resize((600, 400)))
+    with pytest.raises(
+        ImageTooLarge,
+        match=r"^AVIF image is 600x400 = 240000 pixels; AVIF decodes at full resolution at about 3 times the cost of "
+        r"PNG, and is limited to 200000 \(handler.max_full_decode_pixels / 3\): send a JPEG$",
+    ):
+        decode_image(data, max_full_decode_pixels=600_000)
+    assert decode_image(data, max_full_decode_pixels=720_000).shape == (3, 400, 600)
+    png = encode(CAT.resize((600, 400)), "PNG")
+    assert decode_image(png, max_full_decode_pixels=600_000).shape == (3, 400, 600)
+
+
 REFUSED = {
     "12-bit JPEG": (jpeg_with_precision(CAT_JPEG, 12), r"^12-bit JPEG is not supported \(8-bit samples only\)$"),
     "lossless JPEG": (lossless_jpeg(CAT_JPEG), r"^lossless JPEG is not supported$"),
