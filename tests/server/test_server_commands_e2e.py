@@ -169,7 +169,7 @@ def test_a_taken_port_fails_the_start_in_one_line_and_keeps_the_key_file(tiny_st
 def test_a_server_that_dies_while_starting_fails_in_one_line_and_keeps_the_key_file(tiny_store, tmp_path):
     # The user's own settings, with ports of their own (used as they are) and a JVM that cannot start.
     settings = with_ports(read_properties(), free_ports(PORT_COUNT))
-    settings["vmargs"] = "-Xmx1k " + settings["vmargs"]
+    settings["vmargs"] += " -Xmx1k"  # after config.properties' own -Xmx: the JVM takes the last one
     config = tmp_path / "mine.properties"
     write_properties(config, settings)
     state = tmp_path / "state"
