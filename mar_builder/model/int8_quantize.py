@@ -174,9 +174,7 @@ def quantize_classify(
                 f"after at most {max_rounds} rounds of accuracy control; below --min-agreement {min_agreement:g}: "
                 "nothing packed. More varied calibration photos, a lower --min-agreement, or the fp32 default may do"
             )
-    logger.info(
-        "int8 classify: %s; %d of %d convolutions and matrix products in int8", measured, quantized, weighted
-    )
+    logger.info("int8 classify: %s; %d of %d convolutions and matrix products in int8", measured, quantized, weighted)
     return Int8Result(output, len(split.calibration), len(held_out), agreement, quantized, weighted)
 
 
