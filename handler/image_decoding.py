@@ -89,19 +89,27 @@ def _decode(data: bytes, max_pixels: int, min_side: int | None, max_full_decode_
         return fast if fast is not None else _pixels(image, min_side)
     if image.format == "JPEG2000":
         _reduce_jpeg2000(image, data, min_side)
-    elif width * height > max_full_decode_pixels // FULL_DECODE_COST.get(image.format, 1):
-        cost = FULL_DECODE_COST.get(image.format, 1)
-        found = f"{image.format} image is {width}x{height} = {width * height} pixels"
-        if cost == 1:
-            raise ImageTooLarge(
-                f"{found}; formats decoded at full resolution (all but JPEG) are limited to {max_full_decode_pixels} "
-                "(handler.max_full_decode_pixels): send a JPEG"
-            )
-        raise ImageTooLarge(
-            f"{found}; {image.format} decodes at full resolution at about {cost} times the cost of PNG, and is "
-            f"limited to {max_full_decode_pixels // cost} (handler.max_full_decode_pixels / {cost}): send a JPEG"
-        )
+    else:
+        _check_full_decode_pixels(image.format, width, height, max_full_decode_pixels)
     return _pixels(image, None)
+
+
+def _check_full_decode_pixels(fmt: str, width: int, height: int, max_full_decode_pixels: int) -> None:
+    """ImageTooLarge when a format decoded at full resolution has more pixels than its limit:
+    max_full_decode_pixels, divided by FULL_DECODE_COST for the costlier decoders."""
+    cost = FULL_DECODE_COST.get(fmt, 1)
+    if width * height <= max_full_decode_pixels // cost:
+        return
+    found = f"{fmt} image is {width}x{height} = {width * height} pixels"
+    if cost == 1:
+        raise ImageTooLarge(
+            f"{found}; formats decoded at full resolution (all but JPEG) are limited to {max_full_decode_pixels} "
+            "(handler.max_full_decode_pixels): send a JPEG"
+        )
+    raise ImageTooLarge(
+        f"{found}; {fmt} decodes at full resolution at about {cost} times the cost of PNG, and is "
+        f"limited to {max_full_decode_pixels // cost} (handler.max_full_decode_pixels / {cost}): send a JPEG"
+    )
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
